@@ -1,0 +1,215 @@
+"""Input checks shared by the exact-probability layer.
+
+Every public function of :mod:`dspec_theory` checks its inputs up front and
+raises a :class:`ValueError` that names the offending argument.  Shape checks
+always run.  Value checks (NaN, negative entries, rows that do not sum to one)
+need concrete values, so they run when the function is called eagerly and are
+skipped while JAX traces it (under ``jit``/``vmap``/``grad``): a traced value
+has no numbers yet to check.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x: Any) -> bool:
+  """True when ``x`` holds real numbers (not a tracer inside a transformation)."""
+  return not isinstance(x, jax.core.Tracer)
+
+
+def sum_tolerance(dtype: Any) -> float:
+  """Tolerance on ``|sum(p) - 1|`` for probability rows of ``dtype``.
+
+  float64 rows must sum to one to 1e-8; float32 rows (e.g. a softmax over a
+  32k vocabulary) to 1e-4; half-precision rows to 1e-2.
+  """
+  dtype = np.dtype(dtype)
+  if dtype == np.float64:
+    return 1e-8
+  if dtype == np.float32:
+    return 1e-4
+  return 1e-2
+
+
+def as_float_array(name: str, x: Any) -> jax.Array:
+  """Converts ``x`` to a floating JAX array, naming ``name`` on failure."""
+  try:
+    arr = jnp.asarray(x)
+  except (TypeError, ValueError) as err:
+    raise ValueError(f"{name} must be an array of numbers: {err}") from None
+  if not jnp.issubdtype(arr.dtype, jnp.floating):
+    if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == jnp.bool_:
+      arr = arr.astype(jnp.result_type(float))
+    else:
+      raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+  return arr
+
+
+def _row_mask(where: Any, batch_shape: tuple[int, ...]) -> np.ndarray | None:
+  if where is None:
+    return None
+  return np.broadcast_to(np.asarray(where, dtype=bool), batch_shape)
+
+
+def check_probabilities(
+    name: str, x: Any, *, where: Any = None, atol: float | None = None
+) -> jax.Array:
+  """Checks that ``x`` holds distributions over its last axis.
+
+  Args:
+    name: the argument's name, used in error messages.
+    x: array ``[..., V]`` with ``V >= 1``.
+    where: optional boolean array broadcastable to ``x.shape[:-1]``; rows
+      where it is False (padding) are not checked.
+    atol: tolerance on ``|sum - 1|``; by default :func:`sum_tolerance`.
+
+  Returns:
+    ``x`` as a floating JAX array.
+
+  Raises:
+    ValueError: naming ``name`` for a scalar, an empty vocabulary, NaN or
+      infinite entries, negative entries, or rows that do not sum to one.
+  """
+  arr = as_float_array(name, x)
+  if arr.ndim == 0:
+    raise ValueError(f"{name} must have a vocabulary axis (last axis); got a scalar")
+  if arr.shape[-1] == 0:
+    raise ValueError(f"{name} has an empty vocabulary axis (shape {arr.shape})")
+  if where is not None:
+    _check_where(where, arr.shape[:-1])
+  if not is_concrete(arr):
+    return arr
+  values = np.asarray(arr)
+  mask = _row_mask(where, arr.shape[:-1]) if is_concrete(where) else None
+  rows = values if mask is None else values[mask]
+  if rows.size == 0:
+    return arr
+  if np.isnan(rows).any():
+    raise ValueError(f"{name} contains NaN")
+  if np.isinf(rows).any():
+    raise ValueError(f"{name} contains an infinite entry")
+  if (rows < 0).any():
+    raise ValueError(f"{name} contains a negative entry (min {rows.min():.3g})")
+  tol = sum_tolerance(values.dtype) if atol is None else atol
+  sums = rows.sum(axis=-1)
+  worst = np.abs(sums - 1.0).max()
+  if worst > tol:
+    raise ValueError(
+        f"{name} rows must sum to 1 over the last axis; found a row summing to"
+        f" {np.ravel(sums)[np.argmax(np.abs(np.ravel(sums) - 1.0))]:.10g}"
+        f" (tolerance {tol:g})"
+    )
+  return arr
+
+
+def check_logits(name: str, x: Any, *, where: Any = None) -> jax.Array:
+  """Checks logits ``[..., V]``: no NaN, no ``+inf``, not every entry ``-inf``."""
+  arr = as_float_array(name, x)
+  if arr.ndim == 0:
+    raise ValueError(f"{name} must have a vocabulary axis (last axis); got a scalar")
+  if arr.shape[-1] == 0:
+    raise ValueError(f"{name} has an empty vocabulary axis (shape {arr.shape})")
+  if where is not None:
+    _check_where(where, arr.shape[:-1])
+  if not is_concrete(arr):
+    return arr
+  values = np.asarray(arr)
+  mask = _row_mask(where, arr.shape[:-1]) if is_concrete(where) else None
+  rows = values if mask is None else values[mask]
+  if rows.size == 0:
+    return arr
+  if np.isnan(rows).any():
+    raise ValueError(f"{name} contains NaN")
+  if np.isposinf(rows).any():
+    raise ValueError(f"{name} contains +inf")
+  if np.isneginf(rows).all(axis=-1).any():
+    raise ValueError(f"{name} has a row whose entries are all -inf")
+  return arr
+
+
+def _check_where(where: Any, batch_shape: tuple[int, ...]) -> None:
+  shape = np.shape(where)
+  try:
+    np.broadcast_shapes(shape, batch_shape)
+    if np.broadcast_shapes(shape, batch_shape) != tuple(batch_shape):
+      raise ValueError
+  except ValueError:
+    raise ValueError(
+        f"where has shape {shape}, which does not broadcast to the batch shape"
+        f" {tuple(batch_shape)} (the inputs' shape without the vocabulary axis)"
+    ) from None
+
+
+def check_same_shape(name_a: str, a: jax.Array, name_b: str, b: jax.Array) -> None:
+  """Raises if ``a`` and ``b`` differ in shape."""
+  if a.shape != b.shape:
+    raise ValueError(
+        f"{name_a} and {name_b} must have the same shape; got {a.shape} and {b.shape}"
+    )
+
+
+def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+  """Checks ``value`` is an integer ``>= minimum`` and returns it as int."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+      value = int(value)
+    else:
+      raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}; got {value}")
+  return int(value)
+
+
+def check_gamma(gamma: Any) -> int:
+  """Block size gamma: an integer >= 1 (Algorithm A.1)."""
+  return check_positive_int("gamma", gamma, minimum=1)
+
+
+def check_max_len(max_len: Any) -> int:
+  """Maximum output length T: an integer >= 1."""
+  return check_positive_int("max_len", max_len, minimum=1)
+
+
+def check_eps(eps: Any, name: str = "eps") -> Any:
+  """Lenience parameter: a number in (0, 1] (section 4); eps = 1 is lossless."""
+  if not is_concrete(eps):
+    return eps
+  try:
+    value = float(eps)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a number in (0, 1]; got {eps!r}") from None
+  if math.isnan(value) or not 0.0 < value <= 1.0:
+    raise ValueError(f"{name} must be in (0, 1]; got {eps!r}")
+  return eps
+
+
+def check_unit_interval(name: str, value: Any, *, open_left=True, open_right=True):
+  """Checks a scalar parameter lies in the interval (0, 1) (ends per flags)."""
+  if not is_concrete(value):
+    return value
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a number; got {value!r}") from None
+  lo_ok = v > 0.0 if open_left else v >= 0.0
+  hi_ok = v < 1.0 if open_right else v <= 1.0
+  if math.isnan(v) or not (lo_ok and hi_ok):
+    lb = "(" if open_left else "["
+    rb = ")" if open_right else "]"
+    raise ValueError(f"{name} must be in {lb}0, 1{rb}; got {value!r}")
+  return value
+
+
+def check_token(name: str, value: Any, vocab_size: int) -> int:
+  """A token id in ``[0, vocab_size)``."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"{name} must be an integer token id; got {value!r}")
+  if not 0 <= int(value) < vocab_size:
+    raise ValueError(f"{name} must be in [0, {vocab_size}); got {value}")
+  return int(value)

@@ -1,0 +1,151 @@
+"""Token-level acceptance of speculative sampling (paper section 3-4).
+
+One verification step (Algorithm A.1, lines 5-11) draws ``x ~ q``, accepts it
+with probability ``min(1, f(p(x), eps) / q(x))`` and otherwise draws a
+replacement from the residual ``norm(max(0, p - q))``.  This module gives the
+exact probabilities of that step.  All functions reduce over the last axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dspec_theory import _validation as v
+from dspec_theory.lenience import apply_lenience, parse_lenience
+
+Array = jax.Array
+
+
+def _prepare(p: Any, q: Any, where: Any) -> tuple[Array, Array]:
+  p = v.check_probabilities("p", p, where=where)
+  q = v.check_probabilities("q", q, where=where)
+  v.check_same_shape("p", p, "q", q)
+  dtype = jnp.result_type(p, q)
+  return p.astype(dtype), q.astype(dtype)
+
+
+def _masked(values: Array, where: Any) -> Array:
+  if where is None:
+    return values
+  return jnp.where(jnp.asarray(where, dtype=bool), values, 0.0)
+
+
+def token_acceptance(p: Any, q: Any, *, where: Any = None) -> Array:
+  r"""Token acceptance rate ``beta = sum_x min(p(x), q(x)) = 1 - TVD(p, q)``.
+
+  .. math:: \beta = \mathbb{E}_{x \sim q}\left[\min\left(1, \frac{p(x)}{q(x)}\right)\right]
+            = \sum_x \min(p(x), q(x))
+
+  Args:
+    p: target distribution(s) ``[..., V]``.
+    q: draft distribution(s), same shape.
+    where: optional boolean mask over ``[...]``; masked positions give 0.
+
+  Returns:
+    ``[...]`` acceptance probabilities in [0, 1].
+
+  Example:
+    >>> float(token_acceptance([0.5, 0.5], [1.0, 0.0]))
+    0.5
+
+  Reference: DistillSpec section 3 (beta in Eq. 1) and section 4;
+  Leviathan et al. (2023), Corollary 3.6.
+  """
+  p, q = _prepare(p, q, where)
+  return _masked(jnp.sum(jnp.minimum(p, q), axis=-1), where)
+
+
+def lossy_token_acceptance(p: Any, q: Any, lenience: Any, *, where: Any = None) -> Array:
+  r"""Lossy acceptance ``sum_x min(q(x), f(p(x), eps))`` (section 4).
+
+  .. math:: \beta_f = \mathbb{E}_{x \sim q}\left[\min\left(1, \frac{f(p(x), \epsilon)}{q(x)}\right)\right]
+            = \sum_x \min(q(x), f(p(x), \epsilon))
+
+  At least :func:`token_acceptance` because ``f(p, eps) >= p``; equal to it for
+  ``lenience=None`` or ``eps = 1``.
+
+  Args:
+    p, q, where: as :func:`token_acceptance`.
+    lenience: ``None`` or a lenience spec such as ``("sq", 0.5)``.
+
+  Returns:
+    ``[...]`` acceptance probabilities in [0, 1].
+
+  Example:
+    >>> float(lossy_token_acceptance([0.5, 0.5], [1.0, 0.0], ("lin", 0.5)))
+    1.0
+
+  Reference: DistillSpec section 4, "DistillSpec with lossy SD".
+  """
+  lenience = parse_lenience(lenience)
+  p, q = _prepare(p, q, where)
+  return _masked(jnp.sum(jnp.minimum(q, apply_lenience(p, lenience)), axis=-1), where)
+
+
+def residual_distribution(p: Any, q: Any, *, where: Any = None) -> Array:
+  r"""The adjusted distribution ``norm(max(0, p - q))`` (Algorithm A.1, line 9).
+
+  .. math:: p'(x) = \frac{\max(0, p(x) - q(x))}{\sum_{x'} \max(0, p(x') - q(x'))}
+
+  The normaliser equals ``TVD(p, q)``.  Where ``p == q`` the residual is
+  undefined (0/0) and a rejection cannot happen; this function then returns
+  ``p`` so the result is always a distribution.
+
+  Args:
+    p, q, where: as :func:`token_acceptance`.
+
+  Returns:
+    ``[..., V]`` distributions (``p`` on masked rows).
+
+  Example:
+    >>> [float(x) for x in residual_distribution([0.5, 0.5], [1.0, 0.0])]
+    [0.0, 1.0]
+
+  Reference: DistillSpec Algorithm A.1; Leviathan et al. (2023), section 2.3.
+  """
+  p, q = _prepare(p, q, where)
+  excess = jnp.maximum(p - q, 0.0)
+  mass = jnp.sum(excess, axis=-1, keepdims=True)
+  has_mass = mass > 0
+  residual = jnp.where(has_mass, excess / jnp.where(has_mass, mass, 1.0), p)
+  if where is not None:
+    residual = jnp.where(jnp.asarray(where, dtype=bool)[..., None], residual, p)
+  return residual
+
+
+def speculative_token_distribution(
+    p: Any, q: Any, lenience: Any = None, *, where: Any = None
+) -> Array:
+  r"""Exact distribution of the token emitted at a verified draft position.
+
+  A drafted ``x ~ q`` is kept with probability ``min(1, f(p(x))/q(x))``;
+  otherwise the emitted token comes from the residual.  So
+
+  .. math:: P(\text{out} = x) = \min(q(x), f(p(x), \epsilon))
+            + (1 - \beta_f)\, \mathrm{norm}(\max(0, p - q))(x)
+
+  which equals ``p`` when lossless (Leviathan et al., Theorem 3.5).  The bonus
+  token drawn after a fully accepted block comes from ``p`` directly and is not
+  covered here.
+
+  Args:
+    p, q, where: as :func:`token_acceptance`.
+    lenience: ``None`` (lossless) or a lenience spec.
+
+  Returns:
+    ``[..., V]`` distributions.
+
+  Example:
+    >>> [round(float(x), 6) for x in speculative_token_distribution([0.3, 0.7], [0.6, 0.4])]
+    [0.3, 0.7]
+
+  Reference: DistillSpec Algorithm A.1 and section 4.
+  """
+  lenience = parse_lenience(lenience)
+  p, q = _prepare(p, q, where)
+  kept = jnp.minimum(q, apply_lenience(p, lenience))
+  reject = 1.0 - jnp.sum(kept, axis=-1, keepdims=True)
+  return kept + reject * residual_distribution(p, q, where=where)

@@ -1,0 +1,393 @@
+"""Speculative sampling, Algorithm A.1 of the paper, in JAX.
+
+:func:`speculative_step` is one verification step for one sequence: given
+``gamma`` drafted tokens with the draft's distributions at those positions and
+the target's distributions at the ``gamma + 1`` positions (one target call), it
+returns the accepted prefix plus one token from the target side.  It is pure,
+takes an explicit PRNG key, and ``jax.jit``/``jax.vmap`` apply directly; under
+``vmap`` every row may accept a different number of tokens.
+
+Greedy decoding (temperature 0) is the same algorithm on one-hot
+distributions: a drafted token is kept iff it is the target's argmax, and on
+rejection the residual of two different one-hots is the target's one-hot.  Use
+:func:`probs_from_logits` to get those distributions.
+
+:func:`simulate_markov` runs the whole decode loop for Markov-chain language
+models (see :mod:`dspec_theory.markov`), vectorised over many samples, to hold
+Monte Carlo averages against the exact statistics of
+:func:`dspec_theory.markov.sd_stats`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dspec_theory import _validation as v
+from dspec_theory.lenience import apply_lenience, parse_lenience
+
+Array = jax.Array
+
+
+class SpeculativeStep(NamedTuple):
+  """Result of one speculative step.
+
+  Attributes:
+    tokens: int32 ``[gamma + 1]``. ``tokens[:n]`` are the accepted draft
+      tokens, ``tokens[n]`` the token drawn from the residual (after a
+      rejection) or from the target (bonus token after a fully accepted block);
+      entries after ``n`` are ``-1``.
+    num_accepted: int32 scalar ``n``, the number of accepted draft tokens.
+  """
+
+  tokens: Array
+  num_accepted: Array
+
+
+def probs_from_logits(logits: Any, temperature: Any) -> Array:
+  """Sampling distribution at a temperature: softmax(logits / T), one-hot at T = 0.
+
+  Args:
+    logits: ``[..., V]`` unnormalised log-probabilities.
+    temperature: ``T >= 0``; ``0`` gives the one-hot of the argmax (greedy).
+
+  Returns:
+    ``[..., V]`` probabilities.
+
+  Example:
+    >>> [float(x) for x in probs_from_logits(jnp.array([1.0, 3.0]), 0.0)]
+    [0.0, 1.0]
+  """
+  logits = v.check_logits("logits", logits)
+  if v.is_concrete(temperature):
+    t = float(temperature)
+    if not np.isfinite(t) or t < 0:
+      raise ValueError(f"temperature must be finite and >= 0; got {temperature!r}")
+    if t == 0.0:
+      return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype)
+    return jax.nn.softmax(logits / t, axis=-1)
+  greedy = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype)
+  safe_t = jnp.where(temperature > 0, temperature, 1.0)
+  return jnp.where(temperature > 0, jax.nn.softmax(logits / safe_t, axis=-1), greedy)
+
+
+def _safe_log(x: Array) -> Array:
+  positive = x > 0
+  return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
+
+
+def speculative_step(
+    key: Array,
+    draft_tokens: Any,
+    draft_probs: Any,
+    target_probs: Any,
+    *,
+    lenience: Any = None,
+    num_draft: Any = None,
+) -> SpeculativeStep:
+  r"""One speculative decoding step (Algorithm A.1, lines 4-12).
+
+  For ``i = 0 .. gamma-1`` the drafted token ``x_i`` is accepted when
+  ``u_i q_i(x_i) < f(p_i(x_i), eps)`` with ``u_i ~ U[0, 1)`` -- that is, with
+  probability ``min(1, f(p_i(x_i), eps) / q_i(x_i))``, division-free so greedy
+  one-hot inputs are exact.  ``n`` is the first rejected index (or the number
+  of valid drafts).  After a rejection the next token is drawn from
+  ``norm(max(0, p_n - q_n))``; after a fully accepted block it is drawn from
+  ``p_n`` (the bonus token).  Lossless (``lenience=None``) the emitted tokens
+  are distributed exactly as the target's (Leviathan et al., Thm 3.5).
+
+  Args:
+    key: PRNG key.
+    draft_tokens: int ``[gamma]`` tokens sampled from the draft.
+    draft_probs: ``[gamma, V]``, draft distribution ``q`` at each drafted position.
+    target_probs: ``[gamma + 1, V]``, target distribution ``p`` at each drafted
+      position and at the position after the last one.
+    lenience: ``None`` (lossless) or a lenience spec like ``("sq", 0.5)``
+      (section 4); must be static under ``jit``.
+    num_draft: optional int in ``[0, gamma]`` (may be traced): only the first
+      ``num_draft`` drafts are valid (drafting stopped at EOS or at the length
+      limit).  Defaults to ``gamma``.
+
+  Returns:
+    :class:`SpeculativeStep` with the emitted tokens and ``num_accepted``.
+
+  Example:
+    >>> q = jnp.array([[0.5, 0.5]])
+    >>> p = jnp.array([[1.0, 0.0], [0.3, 0.7]])
+    >>> step = speculative_step(jax.random.key(0), jnp.array([1]), q, p)
+    >>> int(step.num_accepted), int(step.tokens[0])  # token 1 has p = 0: rejected, residual is token 0
+    (0, 0)
+
+  Reference: DistillSpec Algorithm A.1; Leviathan et al. (2023), Algorithm 1.
+  """
+  lenience = parse_lenience(lenience)
+  draft_tokens = jnp.asarray(draft_tokens)
+  if draft_tokens.ndim != 1 or draft_tokens.shape[0] < 1:
+    raise ValueError(
+        f"draft_tokens must have shape [gamma] with gamma >= 1; got {draft_tokens.shape}"
+    )
+  if not jnp.issubdtype(draft_tokens.dtype, jnp.integer):
+    raise ValueError(f"draft_tokens must hold integer token ids; got {draft_tokens.dtype}")
+  gamma = draft_tokens.shape[0]
+  draft_probs = v.check_probabilities("draft_probs", draft_probs)
+  target_probs = v.check_probabilities("target_probs", target_probs)
+  if draft_probs.ndim != 2 or draft_probs.shape[0] != gamma:
+    raise ValueError(
+        f"draft_probs must have shape [gamma, V] = [{gamma}, V]; got {draft_probs.shape}"
+    )
+  vocab = draft_probs.shape[1]
+  if target_probs.shape != (gamma + 1, vocab):
+    raise ValueError(
+        f"target_probs must have shape [gamma + 1, V] = [{gamma + 1}, {vocab}];"
+        f" got {target_probs.shape}"
+    )
+  if v.is_concrete(draft_tokens):
+    toks = np.asarray(draft_tokens)
+    if (toks < 0).any() or (toks >= vocab).any():
+      raise ValueError(f"draft_tokens must be in [0, {vocab}); got {toks.tolist()}")
+  if num_draft is None:
+    num_draft = gamma
+  elif v.is_concrete(num_draft):
+    nd = int(num_draft)
+    if not 0 <= nd <= gamma:
+      raise ValueError(f"num_draft must be in [0, gamma={gamma}]; got {num_draft}")
+  num_draft = jnp.asarray(num_draft, jnp.int32)
+  dtype = jnp.result_type(draft_probs, target_probs)
+  draft_probs = draft_probs.astype(dtype)
+  target_probs = target_probs.astype(dtype)
+
+  key_accept, key_final = jax.random.split(key)
+  positions = jnp.arange(gamma)
+  q_tok = jnp.take_along_axis(draft_probs, draft_tokens[:, None], axis=-1)[:, 0]
+  p_tok = jnp.take_along_axis(target_probs[:gamma], draft_tokens[:, None], axis=-1)[:, 0]
+  threshold = apply_lenience(p_tok, lenience)
+  u = jax.random.uniform(key_accept, (gamma,), dtype=dtype)
+  # Accept with probability min(1, f(p)/q): u in [0, 1) so P(u q < f) = min(1, f/q).
+  accepted = u * q_tok < threshold
+  rejected = (~accepted) & (positions < num_draft)
+  any_rejected = jnp.any(rejected)
+  n = jnp.where(any_rejected, jnp.argmax(rejected), num_draft).astype(jnp.int32)
+
+  p_n = target_probs[n]
+  q_n = draft_probs[jnp.minimum(n, gamma - 1)]
+  excess = jnp.maximum(p_n - q_n, 0.0)
+  use_residual = any_rejected & (jnp.sum(excess) > 0)
+  final_dist = jnp.where(use_residual, excess, p_n)
+  final = jax.random.categorical(key_final, _safe_log(final_dist)).astype(jnp.int32)
+
+  padded = jnp.concatenate([draft_tokens.astype(jnp.int32), jnp.zeros((1,), jnp.int32)])
+  out_pos = jnp.arange(gamma + 1)
+  tokens = jnp.where(out_pos < n, padded, -1)
+  tokens = jnp.where(out_pos == n, final, tokens)
+  return SpeculativeStep(tokens, n)
+
+
+# ---------------------------------------------------------------------------
+# Vectorised Monte Carlo of the whole decode loop for Markov-chain LMs.
+
+
+class SimulationResult(NamedTuple):
+  """Per-sample outcome of :func:`simulate_markov` (``N = num_samples``).
+
+  Attributes:
+    tokens: int32 ``[N, max_len]`` emitted sequences, ``-1`` after the end.
+    length: int32 ``[N]`` sequence lengths (EOS counted), in ``[1, max_len]``.
+    target_calls: int32 ``[N]`` target forward passes (one per block).
+    draft_calls: int32 ``[N]`` draft tokens sampled (draft forward passes).
+    accepted: int32 ``[N]`` accepted draft tokens.
+  """
+
+  tokens: Array
+  length: Array
+  target_calls: Array
+  draft_calls: Array
+  accepted: Array
+
+
+def simulate_markov(
+    p: Any,
+    q: Any,
+    max_len: int,
+    gamma: int,
+    lenience: Any = None,
+    *,
+    key: Array,
+    num_samples: int,
+) -> SimulationResult:
+  """Samples complete speculative decodes of Markov LM ``p`` with draft ``q``.
+
+  Each sample runs Algorithm A.1 block by block: draft up to ``gamma`` tokens
+  from ``q`` (stopping after a drafted EOS or at ``max_len``), verify them with
+  :func:`speculative_step` (one target call), append the accepted tokens and
+  the resampled/bonus token, until EOS is emitted or ``max_len`` tokens exist
+  (the output is cut at ``max_len``).  All samples run in parallel (``vmap``).
+
+  Args:
+    p: target :class:`dspec_theory.markov.MarkovLM`.
+    q: draft :class:`dspec_theory.markov.MarkovLM` (same vocabulary and EOS).
+    max_len: maximum output length ``T >= 1``.
+    gamma: block size ``>= 1``.
+    lenience: ``None`` or a lenience spec (lossy SD).
+    key: PRNG key.
+    num_samples: number of independent decodes.
+
+  Returns:
+    :class:`SimulationResult`; its means estimate the exact
+    :func:`dspec_theory.markov.sd_stats`.
+
+  Example:
+    >>> from dspec_theory.markov import random_markov_lm
+    >>> p = random_markov_lm(jax.random.key(0), 4, eos=0)
+    >>> r = simulate_markov(p, p, 5, 2, key=jax.random.key(1), num_samples=8)
+    >>> r.tokens.shape
+    (8, 5)
+  """
+  from dspec_theory.markov import check_pair
+
+  p, q = check_pair(p, q)
+  vocab = p.vocab_size
+  p_rows = jnp.concatenate([p.trans, p.init[None, :]], axis=0)
+  q_rows = jnp.concatenate([q.trans, q.init[None, :]], axis=0)
+  # Context = previous token (row V = start); the next context is the token.
+  children = jnp.tile(jnp.arange(vocab, dtype=jnp.int32), (vocab + 1, 1))
+  return simulate_finite_state(
+      p_rows, q_rows, children, vocab, p.eos, max_len, gamma, lenience,
+      key=key, num_samples=num_samples,
+  )
+
+
+def simulate_finite_state(
+    p_rows: Any,
+    q_rows: Any,
+    children: Any,
+    root: int,
+    eos: int,
+    max_len: int,
+    gamma: int,
+    lenience: Any = None,
+    *,
+    key: Array,
+    num_samples: int,
+) -> SimulationResult:
+  """:func:`simulate_markov` for any finite-state LM pair sharing a context graph.
+
+  A finite-state LM has contexts ``0..C-1``: in context ``c`` the next token
+  is drawn from ``rows[c]`` and the context becomes ``children[c, token]``.
+  A Markov LM is the case ``children[c, x] = x``; a tiny autoregressive model
+  written as a prefix tree (:func:`dspec_theory.enumeration.prefix_tree_tables`)
+  is another.
+
+  Args:
+    p_rows: ``[C, V]`` target next-token distributions per context.
+    q_rows: ``[C, V]`` draft next-token distributions per context.
+    children: int ``[C, V]`` next context after each token.
+    root: the start context.
+    eos: EOS token id.
+    max_len, gamma, lenience, key, num_samples: as :func:`simulate_markov`.
+
+  Returns:
+    :class:`SimulationResult`.
+  """
+  max_len = v.check_max_len(max_len)
+  gamma = v.check_gamma(gamma)
+  lenience = parse_lenience(lenience)
+  num_samples = v.check_positive_int("num_samples", num_samples)
+  p_rows = v.check_probabilities("p_rows", p_rows)
+  q_rows = v.check_probabilities("q_rows", q_rows)
+  v.check_same_shape("p_rows", p_rows, "q_rows", q_rows)
+  if p_rows.ndim != 2:
+    raise ValueError(f"p_rows must have shape [C, V]; got {p_rows.shape}")
+  children = jnp.asarray(children, jnp.int32)
+  if children.shape != p_rows.shape:
+    raise ValueError(f"children must have shape {p_rows.shape}; got {children.shape}")
+  num_ctx, vocab = p_rows.shape
+  if v.is_concrete(children):
+    ch = np.asarray(children)
+    if (ch < 0).any() or (ch >= num_ctx).any():
+      raise ValueError(f"children must hold context ids in [0, {num_ctx})")
+  root = v.check_token("root", root, num_ctx)
+  eos = v.check_token("eos", eos, vocab)
+  dtype = jnp.result_type(p_rows, q_rows)
+  keys = jax.random.split(key, num_samples)
+  return _simulate(
+      keys, p_rows.astype(dtype), q_rows.astype(dtype), children, root, eos,
+      max_len, gamma, lenience,
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
+def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenience):
+
+  def one(key):
+    buf_len = max_len + gamma + 1
+
+    def cond(state):
+      return ~state["done"]
+
+    def body(state):
+      key, sub_draft, sub_step = jax.random.split(state["key"], 3)
+      n = state["length"]
+
+      def draft_one(carry, k):
+        ctx, stopped = carry
+        tok = jax.random.categorical(k, _safe_log(q_rows[ctx])).astype(jnp.int32)
+        return (children[ctx, tok], stopped | (tok == eos)), (ctx, tok, stopped)
+
+      (ctx_after, _), (ctxs, toks, stopped_before) = jax.lax.scan(
+          draft_one, (state["ctx"], False), jax.random.split(sub_draft, gamma)
+      )
+      # A draft is valid while no EOS came before it and the output has room.
+      room = max_len - n
+      num_draft = jnp.minimum(jnp.sum(~stopped_before), room).astype(jnp.int32)
+      all_ctx = jnp.concatenate([ctxs, ctx_after[None]])
+      draft_probs = q_rows[ctxs]
+      target_probs = p_rows[all_ctx]
+      step = speculative_step(
+          sub_step, toks, draft_probs, target_probs, lenience=lenience, num_draft=num_draft
+      )
+      emitted = step.num_accepted + 1
+      idx = jnp.arange(gamma + 1)
+      is_eos = (step.tokens == eos) & (idx < emitted)
+      has_eos = jnp.any(is_eos)
+      keep = jnp.where(has_eos, jnp.argmax(is_eos) + 1, emitted)
+      keep = jnp.minimum(keep, room)
+      new_tokens = jnp.where(idx < keep, step.tokens, -1)
+      buf = jax.lax.dynamic_update_slice(state["buf"], new_tokens, (n,))
+      # Entries past the kept ones were overwritten with -1 (they are beyond the end).
+      new_len = n + keep
+      # The context after the kept tokens: drafted contexts up to the last kept
+      # draft, then one step through the final (resampled / bonus) token.
+      ctx_before_last = all_ctx[keep - 1]
+      last_ctx = children[ctx_before_last, jnp.maximum(step.tokens[keep - 1], 0)]
+      return {
+          "key": key,
+          "buf": buf,
+          "length": new_len,
+          "ctx": last_ctx,
+          "done": has_eos | (new_len >= max_len),
+          "target_calls": state["target_calls"] + 1,
+          "draft_calls": state["draft_calls"] + num_draft,
+          "accepted": state["accepted"] + jnp.minimum(step.num_accepted, keep),
+      }
+
+    init = {
+        "key": key,
+        "buf": jnp.full((buf_len,), -1, jnp.int32),
+        "length": jnp.int32(0),
+        "ctx": jnp.int32(root),
+        "done": jnp.bool_(False),
+        "target_calls": jnp.int32(0),
+        "draft_calls": jnp.int32(0),
+        "accepted": jnp.int32(0),
+    }
+    out = jax.lax.while_loop(cond, body, init)
+    return SimulationResult(
+        out["buf"][:max_len], out["length"], out["target_calls"], out["draft_calls"],
+        out["accepted"],
+    )
+
+  return jax.vmap(one)(keys)
