@@ -131,8 +131,8 @@ class BestGamma(NamedTuple):
 def best_gamma(alpha: Any, c: Any, *, max_gamma: int = 64) -> BestGamma:
   """The gamma in ``1..max_gamma`` that maximises ``expected_speedup``.
 
-  For ``c = 0`` drafting is free and larger gamma is always at least as good,
-  so the answer is ``max_gamma``.
+  Speedups equal to 1e-12 relative count as ties and go to the smallest
+  gamma (for ``c = 0`` the speedup only saturates as gamma grows).
 
   Args:
     alpha: acceptance rate(s) in [0, 1].
@@ -152,8 +152,11 @@ def best_gamma(alpha: Any, c: Any, *, max_gamma: int = 64) -> BestGamma:
   gammas = jnp.arange(1, max_gamma + 1)
   a, cc = jnp.broadcast_arrays(alpha, c.astype(alpha.dtype))
   speedups = expected_speedup(a[..., None], gammas, cc[..., None])
-  idx = jnp.argmax(speedups, axis=-1)
-  return BestGamma(gammas[idx], jnp.max(speedups, axis=-1))
+  best = jnp.max(speedups, axis=-1, keepdims=True)
+  # Near-ties (speedups that agree to 1e-12 relative, as when tau saturates)
+  # go to the smallest gamma: same speed, less draft work.
+  idx = jnp.argmax(speedups >= best * (1.0 - 1e-12), axis=-1)
+  return BestGamma(gammas[idx], jnp.take_along_axis(speedups, idx[..., None], axis=-1)[..., 0])
 
 
 def alpha_from_tau(tau: Any, gamma: Any, *, iterations: int = 200) -> Array:

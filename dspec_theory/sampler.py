@@ -354,7 +354,7 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
       is_eos = (step.tokens == eos) & (idx < emitted)
       has_eos = jnp.any(is_eos)
       keep = jnp.where(has_eos, jnp.argmax(is_eos) + 1, emitted)
-      keep = jnp.minimum(keep, room)
+      keep = jnp.minimum(keep, room).astype(jnp.int32)
       new_tokens = jnp.where(idx < keep, step.tokens, -1)
       buf = jax.lax.dynamic_update_slice(state["buf"], new_tokens, (n,))
       # Entries past the kept ones were overwritten with -1 (they are beyond the end).
@@ -370,8 +370,8 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
           "ctx": last_ctx,
           "done": has_eos | (new_len >= max_len),
           "target_calls": state["target_calls"] + 1,
-          "draft_calls": state["draft_calls"] + num_draft,
-          "accepted": state["accepted"] + jnp.minimum(step.num_accepted, keep),
+          "draft_calls": (state["draft_calls"] + num_draft).astype(jnp.int32),
+          "accepted": (state["accepted"] + jnp.minimum(step.num_accepted, keep)).astype(jnp.int32),
       }
 
     init = {

@@ -1,0 +1,5 @@
+import sys
+
+from dspec_cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,603 @@
+r"""Conformance test for speculative samplers: is a sampler lossless (or lossy as stated)?
+
+A speculative step function that drafts from ``q`` and verifies against ``p``
+is lossless when the sequences it produces are distributed exactly like
+ancestral samples of ``p`` (Leviathan et al., Theorem 3.5; DistillSpec
+Algorithm A.1).  Implementation bugs usually leave the code running and the
+outputs plausible, but shift the distribution.  :func:`check_sampler` runs any
+step function on adversarial tiny models, decodes complete sequences with it,
+and tests the observed sequences against the exact law with a chi-square
+goodness-of-fit test whose power is computed, with the family-wise error rate
+controlled across all tests (Holm-Bonferroni).
+
+The sampler contract
+--------------------
+A *step function* has the signature::
+
+    step(key, target, draft, context, gamma) -> tokens
+
+* ``key``: a JAX PRNG key (one per call; the step may split it).
+* ``target``, ``draft``: :class:`dspec_theory.markov.MarkovLM` -- the target
+  ``p`` and the draft ``q``.  After token ``c`` the next token is distributed
+  as ``trans[c]``; the first token of a sequence as ``init``.
+* ``context``: int32 scalar, the last token of the output so far, or ``-1`` at
+  the start of a sequence (the next distributions are then the ``init`` rows).
+* ``gamma``: the block size, a Python int.
+* returns ``tokens``: an integer array ``[gamma + 1]``: the tokens this step
+  emits, in order -- the accepted drafts, then one token from the target side
+  (drawn from the residual after a rejection, or the bonus token after a fully
+  accepted block) -- padded at the end with ``-1``.  At least one token.
+
+The step drafts ``gamma`` tokens from ``draft`` starting at ``context``,
+verifies them against ``target`` and emits.  It need not handle EOS or the
+length limit: the checker's driver calls it repeatedly, feeding back the last
+emitted token as ``context``, and cuts each sequence after EOS or at ``T``
+tokens (this cut does not change the law of the kept tokens).  The step should
+be traceable by JAX (``jax.vmap`` over ``key`` and ``context``, with ``gamma``
+fixed); a step that cannot be traced is run in a Python loop (slower).  A
+lossy sampler is checked against the exact lossy law of Algorithm A.1 with the
+lenience it claims (``lenience=``).
+
+:func:`reference_step` is the project's own sampler
+(:func:`dspec_theory.sampler.speculative_step`) in this contract.
+
+The statistics
+--------------
+For every adversarial case (:func:`adversarial_cases`) and every gamma, two
+Pearson chi-square tests are run on the same decodes:
+
+* the complete output sequences (at most ``sum_{t<=T} V^t`` cells) against the
+  exact law: ancestral sampling of ``p`` (lossless, by enumeration) or
+  :func:`dspec_theory.enumeration.speculative_distribution` (lossy);
+* the first output token against
+  :func:`dspec_theory.acceptance.speculative_token_distribution` (one step).
+
+Cells with expected count below 5 are pooled (decided from the expected law
+only); an outcome of expected probability 0 that is observed gives p-value 0.
+The family of all ``m`` tests is controlled at level ``alpha`` by Holm's
+step-down procedure, so a correct sampler fails with probability at most
+``alpha``.  Power: with ``N`` decodes, a test of ``df`` degrees of freedom at
+the Bonferroni level ``alpha / m`` (Holm's strictest) rejects with probability
+at least ``power`` any alternative whose Cohen effect size
+``w = sqrt(sum (p1 - p0)^2 / p0)`` on the pooled cells is at least
+``w_min = sqrt(lambda / N)``, where ``lambda`` solves
+``P(ncx2(df, lambda) > chi2_{1-alpha/m}(df)) = power`` (the usual noncentral
+chi-square approximation).  Since ``TVD <= w / 2``, every alternative at total
+variation ``>= w_min / 2`` from the exact law (on the pooled cells) is caught
+with that power.  By default ``N`` is chosen so that ``w_min <= min_effect``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dspec_theory import _validation as v
+from dspec_theory.lenience import parse_lenience
+from dspec_theory.markov import MarkovLM, markov_lm, next_token_fn
+
+StepFn = Callable[..., Any]
+
+
+# ---------------------------------------------------------------------------
+# The project's sampler in the contract.
+
+
+def _next_rows(lm: MarkovLM, context: jax.Array) -> jax.Array:
+  """Next-token distribution after ``context`` (``-1``: the start row ``init``)."""
+  return jnp.where(context < 0, lm.init, lm.trans[jnp.maximum(context, 0)])
+
+
+def _safe_log(x: jax.Array) -> jax.Array:
+  positive = x > 0
+  return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
+
+
+def draft_block(key: jax.Array, draft: MarkovLM, context: jax.Array, gamma: int):
+  """Samples ``gamma`` tokens from ``draft`` after ``context``.
+
+  Returns:
+    ``(tokens [gamma], draft_rows [gamma, V], contexts [gamma + 1])``: the
+    drafted tokens, the draft distribution each was drawn from, and the
+    context before each drafted token plus the one after the last.
+  """
+
+  def one(c, k):
+    row = _next_rows(draft, c)
+    tok = jax.random.categorical(k, _safe_log(row)).astype(jnp.int32)
+    return tok, (tok, row, c)
+
+  last, (toks, rows, ctxs) = jax.lax.scan(one, jnp.asarray(context, jnp.int32),
+                                          jax.random.split(key, gamma))
+  return toks, rows, jnp.concatenate([ctxs, last[None]])
+
+
+def reference_step(key: jax.Array, target: MarkovLM, draft: MarkovLM, context: Any,
+                   gamma: int, lenience: Any = None) -> jax.Array:
+  """The project's speculative step (:func:`dspec_theory.sampler.speculative_step`) in the contract.
+
+  Drafts ``gamma`` tokens with :func:`draft_block`, gathers the target's rows at
+  the ``gamma + 1`` positions, and verifies.
+
+  Example:
+    >>> from dspec_theory.markov import random_markov_lm
+    >>> p = random_markov_lm(jax.random.key(0), 3)
+    >>> reference_step(jax.random.key(1), p, p, -1, 2).shape
+    (3,)
+  """
+  from dspec_theory.sampler import speculative_step
+
+  k_draft, k_verify = jax.random.split(key)
+  toks, q_rows, ctxs = draft_block(k_draft, draft, context, gamma)
+  p_rows = jax.vmap(lambda c: _next_rows(target, c))(ctxs)
+  return speculative_step(k_verify, toks, q_rows, p_rows, lenience=lenience).tokens
+
+
+# ---------------------------------------------------------------------------
+# Adversarial target/draft pairs.
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """A named adversarial target/draft pair (vocabulary ``V``, EOS = 0)."""
+
+  name: str
+  target: MarkovLM
+  draft: MarkovLM
+
+
+def _lm(init, trans) -> MarkovLM:
+  init = np.asarray(init, np.float64)
+  trans = np.asarray(trans, np.float64)
+  return markov_lm(init / init.sum(), trans / trans.sum(axis=1, keepdims=True), 0)
+
+
+def adversarial_cases(seed: int = 0) -> list[Case]:
+  """Target/draft pairs (V = 4, token 0 = EOS) chosen to expose sampler bugs.
+
+  * ``sparse``: zeros in both models at different tokens (q misses tokens p has);
+  * ``peaked``: both nearly one-hot, on different tokens (almost every draft
+    rejected, the residual decides);
+  * ``near-equal``: q a small perturbation of p (rare rejections);
+  * ``disjoint``: p and q have disjoint supports (every draft rejected);
+  * ``flat-draft``: q uniform, p peaked (many partial acceptances);
+  * ``mode-mismatch``: q's mode is a token p finds unlikely (exposes drafting
+    by argmax);
+  * ``random``: Dirichlet(0.5) rows, with zeros, from ``seed``.
+  """
+  u = [0.25, 0.25, 0.25, 0.25]
+  cases = [
+      Case("sparse",
+           _lm([0, 5, 5, 0], [u, [2, 0, 8, 0], [1, 6, 0, 3], [0, 0, 0, 1]]),
+           _lm([0, 0, 3, 7], [u, [0, 5, 5, 0], [3, 0, 7, 0], u])),
+      Case("peaked",
+           _lm([1, 97, 1, 1], [u, [1, 1, 97, 1], [1, 1, 1, 97], [97, 1, 1, 1]]),
+           _lm([1, 1, 97, 1], [u, [1, 97, 1, 1], [97, 1, 1, 1], [1, 1, 97, 1]])),
+      Case("near-equal",
+           _lm([10, 30, 40, 20], [u, [20, 30, 30, 20], [30, 10, 20, 40], [25, 35, 15, 25]]),
+           _lm([11, 28, 41, 20], [u, [19, 31, 29, 21], [31, 10, 19, 40], [24, 36, 15, 25]])),
+      Case("disjoint",
+           _lm([3, 7, 0, 0], [u, [4, 6, 0, 0], [5, 5, 0, 0], [2, 8, 0, 0]]),
+           _lm([0, 0, 5, 5], [u, [0, 0, 3, 7], [0, 0, 6, 4], [0, 0, 5, 5]])),
+      Case("flat-draft",
+           _lm([5, 85, 5, 5], [u, [10, 5, 80, 5], [10, 5, 5, 80], [70, 10, 10, 10]]),
+           _lm(u, [u, u, u, u])),
+      Case("mode-mismatch",
+           _lm([10, 10, 50, 30], [u, [20, 10, 40, 30], [15, 45, 10, 30], [30, 20, 40, 10]]),
+           _lm([10, 35, 30, 25], [u, [10, 25, 35, 30], [10, 20, 30, 40], [25, 40, 20, 15]])),
+  ]
+  rng = np.random.default_rng(seed)
+  rows = rng.dirichlet(np.full(4, 0.5), size=(2, 5))
+  rows = np.where(rng.random(rows.shape) < 0.2, 0.0, rows)
+  rows[..., 1] += 1e-3  # every row keeps some mass
+  cases.append(Case("random", _lm(rows[0, 4], rows[0, :4]), _lm(rows[1, 4], rows[1, :4])))
+  return cases
+
+
+# ---------------------------------------------------------------------------
+# Driving a step function to complete sequences.
+
+
+class ContractError(ValueError):
+  """The step function broke the documented contract (shape, range, padding)."""
+
+
+def _check_tokens(tokens: np.ndarray, gamma: int, vocab: int) -> None:
+  if tokens.ndim != 2 or tokens.shape[1] != gamma + 1:
+    raise ContractError(f"step must return tokens of shape [gamma + 1] = [{gamma + 1}];"
+                        f" got {tokens.shape[1:]}")
+  if not np.issubdtype(tokens.dtype, np.integer):
+    raise ContractError(f"step must return integer token ids; got dtype {tokens.dtype}")
+  if (tokens < -1).any() or (tokens >= vocab).any():
+    raise ContractError(f"step returned a token outside [-1, {vocab})")
+  if (tokens[:, 0] < 0).any():
+    raise ContractError("step returned no token (tokens[0] == -1): a step emits at least one")
+  pad = tokens < 0
+  if (pad[:, :-1] & ~pad[:, 1:]).any():
+    raise ContractError("step returned a token after -1 padding")
+
+
+@functools.lru_cache(maxsize=64)
+def _vmapped(step: StepFn, gamma: int):
+  """One jitted, vmapped step per (step, gamma): compiled once per model shape."""
+  return jax.jit(jax.vmap(lambda k, p, q, c: step(k, p, q, c, gamma), in_axes=(0, None, None, 0)))
+
+
+def _batched_step(step: StepFn, gamma: int, vectorized: bool):
+  if vectorized:
+    fn = _vmapped(step, gamma)
+
+    def run(keys, p, q, ctx):
+      return np.asarray(fn(keys, p, q, jnp.asarray(ctx, jnp.int32)))
+  else:
+
+    def run(keys, p, q, ctx):
+      return np.stack([np.asarray(step(k, p, q, jnp.int32(c), gamma)) for k, c in zip(keys, ctx)])
+
+  return run
+
+
+def decode(step: StepFn, target: MarkovLM, draft: MarkovLM, *, gamma: int, max_len: int,
+           key: jax.Array, num_samples: int, vectorized: bool = True) -> np.ndarray:
+  """Complete sequences decoded with ``step``: int ``[num_samples, max_len]``, ``-1`` after the end.
+
+  Each round calls the step once for every unfinished sequence with its last
+  token as context, appends the emitted tokens, and cuts after EOS and at
+  ``max_len``.  Every step emits at least one token, so at most ``max_len``
+  rounds run.
+
+  Raises:
+    ContractError: when the step's output breaks the contract.
+  """
+  run = _batched_step(step, gamma, vectorized)
+  out = np.full((num_samples, max_len), -1, np.int64)
+  length = np.zeros(num_samples, np.int64)
+  done = np.zeros(num_samples, bool)
+  ctx = np.full(num_samples, -1, np.int64)
+  rows = np.arange(num_samples)
+  for _ in range(max_len):
+    if done.all():
+      break
+    key, sub = jax.random.split(key)
+    keys = jax.random.split(sub, num_samples)
+    live = np.flatnonzero(~done)
+    if vectorized:
+      toks = run(keys, target, draft, ctx)  # every row (fixed shapes: one compilation)
+    else:
+      toks = np.full((num_samples, gamma + 1), 0, np.int64)
+      toks[live] = run([keys[i] for i in live], target, draft, ctx[live])
+    _check_tokens(toks[live] if not vectorized else toks, gamma, target.vocab_size)
+    active = ~done
+    for j in range(gamma + 1):
+      tok = toks[:, j]
+      write = active & (tok >= 0)
+      out[rows[write], length[write]] = tok[write]
+      ctx = np.where(write, tok, ctx)
+      length = length + write
+      done = done | (write & ((tok == target.eos) | (length >= max_len)))
+      active = write & ~done
+  if not done.all():
+    raise ContractError("decoding did not finish in max_len rounds")
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Statistics.
+
+
+@dataclasses.dataclass(frozen=True)
+class TestResult:
+  """One goodness-of-fit test.
+
+  Attributes:
+    case, gamma, statistic: what was tested (``statistic`` is ``sequence`` or
+      ``first token``).
+    num_samples: decodes used.
+    cells: cells after pooling; ``df = cells - 1``.
+    chi2: Pearson statistic (``inf`` when an impossible outcome was observed).
+    p_value: raw p-value.
+    adjusted_p: Holm-adjusted p-value (compare with ``alpha``).
+    w_min: smallest Cohen effect size detected with the requested power at
+      the Bonferroni level.
+    impossible: observed outcomes that have probability 0 under the exact law.
+    reject: True when the test rejects after Holm's correction.
+  """
+
+  case: str
+  gamma: int
+  statistic: str
+  num_samples: int
+  cells: int
+  chi2: float
+  p_value: float
+  adjusted_p: float
+  w_min: float
+  impossible: tuple
+  reject: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ConformanceReport:
+  """Result of :func:`check_sampler`.
+
+  Attributes:
+    passed: True when no test rejects at family-wise level ``alpha``.
+    alpha, power, min_effect: the test's settings.
+    num_samples: decodes per (case, gamma).
+    tests: every :class:`TestResult`.
+    lenience: the lossy law checked against (``None``: lossless).
+  """
+
+  passed: bool
+  alpha: float
+  power: float
+  min_effect: float
+  num_samples: int
+  tests: tuple
+  lenience: Any
+
+  def table(self) -> str:
+    """A plain-text table of every test."""
+    head = f"{'case':<14} {'gamma':>5} {'statistic':<12} {'N':>7} {'cells':>5} {'chi2':>10} {'p':>9} {'Holm p':>9} {'w_min':>6}  verdict"
+    lines = [head, "-" * len(head)]
+    for t in self.tests:
+      verdict = "REJECT" if t.reject else "ok"
+      if t.impossible:
+        verdict += f" (impossible outcome {t.impossible[0]})"
+      lines.append(f"{t.case:<14} {t.gamma:>5} {t.statistic:<12} {t.num_samples:>7} {t.cells:>5}"
+                   f" {t.chi2:>10.2f} {t.p_value:>9.2e} {t.adjusted_p:>9.2e} {t.w_min:>6.3f}  {verdict}")
+    law = "lossless (target law)" if self.lenience is None else f"lossy law, lenience {self.lenience}"
+    lines.append("-" * len(head))
+    lines.append(
+        f"{'PASS' if self.passed else 'FAIL'}: {len(self.tests)} tests against the {law}, Holm family-wise"
+        f" alpha = {self.alpha:g}; power >= {self.power:g} per test for effect size w >= w_min"
+        f" (any deviation of TVD >= w_min / 2 on the pooled cells)")
+    return "\n".join(lines)
+
+
+def chi_square_test(counts: dict, probs: dict, num_samples: int, *, min_expected: float = 5.0):
+  """Pearson chi-square goodness of fit with pooling of small cells.
+
+  Args:
+    counts: ``{outcome: observed count}``.
+    probs: ``{outcome: exact probability}`` (outcomes missing have probability 0).
+    num_samples: total count.
+    min_expected: cells with expected count below this are pooled into one.
+
+  Returns:
+    ``(chi2, p_value, cells, pooled_probs, impossible)`` where ``pooled_probs``
+    are the cell probabilities the test used and ``impossible`` lists observed
+    outcomes of probability 0 (then ``chi2 = inf`` and ``p_value = 0``).
+  """
+  from scipy import stats
+
+  impossible = tuple(sorted(o for o, c in counts.items() if c > 0 and probs.get(o, 0.0) <= 0.0))
+  big = [o for o, pr in probs.items() if pr * num_samples >= min_expected]
+  small = [o for o, pr in probs.items() if 0 < pr * num_samples < min_expected]
+  obs = [counts.get(o, 0) for o in big]
+  exp = [probs[o] for o in big]
+  if small:
+    obs.append(sum(counts.get(o, 0) for o in small))
+    exp.append(sum(probs[o] for o in small))
+  exp_arr = np.asarray(exp, np.float64)
+  if impossible:
+    return math.inf, 0.0, len(obs), exp_arr, impossible
+  if len(obs) < 2:
+    return 0.0, 1.0, len(obs), exp_arr, impossible
+  expected = exp_arr / exp_arr.sum() * num_samples
+  chi2 = float(np.sum((np.asarray(obs) - expected) ** 2 / expected))
+  return chi2, float(stats.chi2.sf(chi2, len(obs) - 1)), len(obs), exp_arr, impossible
+
+
+def detectable_effect(num_samples: int, df: int, level: float, power: float) -> float:
+  """Smallest Cohen ``w`` a chi-square test (``df``, ``level``) detects with ``power``.
+
+  Solves ``P(ncx2(df, N w^2) > chi2_{1 - level}(df)) = power`` for ``w``.
+
+  Example:
+    >>> round(detectable_effect(1000, 3, 0.05, 0.8), 3)  # Cohen's tables: w = 0.1 needs N ~ 1090
+    0.104
+  """
+  from scipy import optimize, stats
+
+  if df < 1:
+    return math.inf
+  crit = stats.chi2.isf(level, df)
+  lam = optimize.brentq(lambda nc: stats.ncx2.sf(crit, df, nc) - power, 1e-9, 1e6)
+  return math.sqrt(lam / num_samples)
+
+
+def required_samples(w: float, df: int, level: float, power: float) -> int:
+  """Decodes needed so that :func:`detectable_effect` is at most ``w``."""
+  from scipy import optimize, stats
+
+  crit = stats.chi2.isf(level, max(df, 1))
+  lam = optimize.brentq(lambda nc: stats.ncx2.sf(crit, max(df, 1), nc) - power, 1e-9, 1e6)
+  return int(math.ceil(lam / (w * w)))
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+  """Holm's step-down adjusted p-values (reject where adjusted p <= alpha)."""
+  m = len(p_values)
+  order = sorted(range(m), key=lambda i: p_values[i])
+  adjusted = [0.0] * m
+  running = 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p_values[i]))
+    adjusted[i] = running
+  return adjusted
+
+
+def _expected_laws(case: Case, gamma: int, max_len: int, lenience) -> tuple[dict, dict]:
+  from dspec_theory.acceptance import speculative_token_distribution
+  from dspec_theory.enumeration import ancestral_distribution, speculative_distribution
+
+  p_fn, q_fn = next_token_fn(case.target), next_token_fn(case.draft)
+  vocab, eos = case.target.vocab_size, case.target.eos
+  spec = speculative_distribution(p_fn, q_fn, vocab, eos, max_len, gamma, lenience).distribution
+  if lenience is None:
+    anc = ancestral_distribution(p_fn, vocab, eos, max_len)
+    gap = max(abs(anc.get(s, 0.0) - spec.get(s, 0.0)) for s in set(anc) | set(spec))
+    if gap > 1e-9:  # the reference itself would be wrong
+      raise AssertionError(f"enumerated SD law differs from the target law by {gap} on {case.name}")
+    seq_law = anc
+  else:
+    seq_law = spec
+  first = np.asarray(speculative_token_distribution(
+      np.asarray(case.target.init), np.asarray(case.draft.init), lenience))
+  return seq_law, {int(x): float(first[x]) for x in range(vocab)}
+
+
+def _accepts_lenience(step: StepFn) -> bool:
+  try:
+    return "lenience" in inspect.signature(step).parameters
+  except (TypeError, ValueError):
+    return False
+
+
+def check_sampler(
+    step: StepFn,
+    *,
+    lenience: Any = None,
+    gammas: Sequence[int] = (1, 3),
+    max_len: int = 3,
+    alpha: float = 0.01,
+    power: float = 0.99,
+    min_effect: float = 0.1,
+    num_samples: int | None = None,
+    seed: int = 0,
+    cases: Sequence[Case] | None = None,
+    vectorized: bool | None = None,
+    progress: bool = False,
+) -> ConformanceReport:
+  """Tests whether ``step`` samples the exact law of Algorithm A.1.
+
+  Args:
+    step: a step function with the contract of this module's docstring.  If it
+      has a ``lenience`` parameter, ``lenience`` is passed to it.
+    lenience: ``None`` to test losslessness, or the lenience spec (e.g.
+      ``"sq:0.5"``) whose exact lossy law the sampler claims to produce.
+    gammas: block sizes to test.
+    max_len: length ``T`` of the decoded sequences (small: the number of cells
+      grows like ``V^T``).
+    alpha: family-wise significance level over all tests (Holm).
+    power: required power per test.
+    min_effect: effect size ``w`` that must be detected with ``power``; sets
+      ``num_samples`` when that is ``None``.
+    num_samples: decodes per (case, gamma); default from the power analysis.
+    seed: PRNG seed of the decodes (and of the random case).
+    cases: target/draft pairs; default :func:`adversarial_cases`.
+    vectorized: run the step under ``jax.vmap``; ``None`` tries and falls
+      back to a Python loop if tracing fails.
+    progress: print one line per (case, gamma).
+
+  Returns:
+    :class:`ConformanceReport` (``passed`` is the verdict).
+
+  Raises:
+    ValueError: for bad settings; :class:`ContractError` when the step breaks
+      the contract.
+
+  Example:
+    >>> report = check_sampler(reference_step, gammas=(2,), min_effect=0.2)
+    >>> report.passed
+    True
+  """
+  lenience = parse_lenience(lenience)
+  gammas = tuple(v.check_gamma(g) for g in gammas)
+  if not gammas:
+    raise ValueError("gammas must name at least one block size")
+  max_len = v.check_max_len(max_len)
+  v.check_unit_interval("alpha", alpha)
+  v.check_unit_interval("power", power)
+  if not min_effect > 0:
+    raise ValueError(f"min_effect must be > 0; got {min_effect}")
+  cases = list(adversarial_cases(seed) if cases is None else cases)
+  if not cases:
+    raise ValueError("cases must not be empty")
+  if _accepts_lenience(step):
+    step = _with_lenience(step, lenience)
+  with jax.enable_x64(True):
+    laws = {(c.name, g): _expected_laws(c, g, max_len, lenience) for c in cases for g in gammas}
+    num_tests = 2 * len(laws)
+    level = alpha / num_tests
+    if num_samples is None:
+      max_cells = max(len(seq) for seq, _ in laws.values())
+      num_samples = required_samples(min_effect, max_cells - 1, level, power)
+    num_samples = v.check_positive_int("num_samples", num_samples)
+    if vectorized is None:
+      vectorized = _traceable(step, cases[0], gammas[0], num_samples)
+    raw = []
+    key = jax.random.key(seed)
+    for ci, case in enumerate(cases):
+      for g in gammas:
+        key, sub = jax.random.split(key)
+        seqs = decode(step, case.target, case.draft, gamma=g, max_len=max_len, key=sub,
+                      num_samples=num_samples, vectorized=vectorized)
+        seq_law, first_law = laws[(case.name, g)]
+        counts: dict = {}
+        for row in seqs:
+          s = tuple(int(t) for t in row if t >= 0)
+          counts[s] = counts.get(s, 0) + 1
+        firsts = {}
+        for t0 in seqs[:, 0]:
+          firsts[int(t0)] = firsts.get(int(t0), 0) + 1
+        for name, c, law in (("sequence", counts, seq_law), ("first token", firsts, first_law)):
+          chi2, pv, cells, _, imp = chi_square_test(c, law, num_samples)
+          w_min = detectable_effect(num_samples, cells - 1, level, power)
+          raw.append((case.name, g, name, chi2, pv, cells, w_min, imp))
+        if progress:
+          print(f"  {case.name:<14} gamma={g}: {num_samples} decodes", flush=True)
+  adjusted = holm_adjust([r[4] for r in raw])
+  tests = tuple(
+      TestResult(cn, g, name, num_samples, cells, chi2, pv, adj, w_min, imp, adj <= alpha)
+      for (cn, g, name, chi2, pv, cells, w_min, imp), adj in zip(raw, adjusted))
+  return ConformanceReport(not any(t.reject for t in tests), alpha, power, min_effect,
+                           num_samples, tests, lenience)
+
+
+def _traceable(step: StepFn, case: Case, gamma: int, num_samples: int) -> bool:
+  """True when ``step`` runs under ``jax.vmap`` + ``jax.jit`` (compiles what decoding reuses)."""
+  try:
+    keys = jax.random.split(jax.random.key(0), num_samples)
+    ctx = jnp.full((num_samples,), -1, jnp.int32)
+    jax.block_until_ready(_vmapped(step, gamma)(keys, case.target, case.draft, ctx))
+    return True
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+          jax.errors.TracerArrayConversionError, jax.errors.TracerIntegerConversionError,
+          TypeError):
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def _with_lenience(step: StepFn, lenience) -> StepFn:
+  """``partial(step, lenience=...)``, one object per (step, lenience) so compilations are reused."""
+  return functools.partial(step, lenience=lenience)
+
+
+def load_step(spec: str) -> StepFn:
+  """Imports ``MODULE:FUNCTION`` (e.g. ``dspec_theory.conformance:reference_step``)."""
+  import importlib
+
+  if not isinstance(spec, str) or ":" not in spec:
+    raise ValueError(f"sampler must be given as MODULE:FUNCTION; got {spec!r}")
+  module_name, _, attr = spec.partition(":")
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as err:
+    raise ValueError(f"cannot import module {module_name!r}: {err}") from None
+  fn = module
+  for part in attr.split("."):
+    if not hasattr(fn, part):
+      raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
+    fn = getattr(fn, part)
+  if not callable(fn):
+    raise ValueError(f"{spec!r} is not callable")
+  return fn
