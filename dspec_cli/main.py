@@ -18,6 +18,8 @@ import sys
 COMMAND_MODULES = (
     "dspec_cli.demo",
     "dspec_cli.theory",
+    "dspec_cli.proofs",
+    "dspec_cli.check_sampler",
 )
 
 

@@ -51,6 +51,15 @@ def as_float_array(name: str, x: Any) -> jax.Array:
   return arr
 
 
+def common_float_dtype(*arrays: Any) -> Any:
+  """The promoted dtype of ``arrays``, canonicalised for the current x64 mode.
+
+  Arrays created under ``jax.enable_x64`` keep float64 after the scope ends;
+  canonicalising avoids asking for float64 where it is unavailable.
+  """
+  return jax.dtypes.canonicalize_dtype(jnp.result_type(*arrays))
+
+
 def _row_mask(where: Any, batch_shape: tuple[int, ...]) -> np.ndarray | None:
   if where is None:
     return None

@@ -23,7 +23,7 @@ def _prepare(p: Any, q: Any, where: Any) -> tuple[Array, Array]:
   p = v.check_probabilities("p", p, where=where)
   q = v.check_probabilities("q", q, where=where)
   v.check_same_shape("p", p, "q", q)
-  dtype = jnp.result_type(p, q)
+  dtype = v.common_float_dtype(p, q)
   return p.astype(dtype), q.astype(dtype)
 
 

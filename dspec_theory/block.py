@@ -182,7 +182,10 @@ def alpha_from_tau(tau: Any, gamma: Any, *, iterations: int = 200) -> Array:
   if v.is_concrete(tau) and v.is_concrete(gamma):
     t, g = np.broadcast_arrays(np.asarray(tau), np.asarray(gamma))
     if np.isnan(t).any() or (t < 1).any() or (t > g + 1).any():
-      raise ValueError(f"tau must lie in [1, gamma + 1]; got tau={tau!r} for gamma={gamma!r}")
+      raise ValueError(
+          f"tau must lie in [1, gamma + 1]; got tau={np.asarray(tau).tolist()}"
+          f" for gamma={np.asarray(gamma).tolist()}"
+      )
   tau, gamma = jnp.broadcast_arrays(tau, gamma)
   lo = jnp.zeros_like(tau)
   hi = jnp.ones_like(tau)

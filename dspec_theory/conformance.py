@@ -533,7 +533,7 @@ def check_sampler(
       num_samples = required_samples(min_effect, max_cells - 1, level, power)
     num_samples = v.check_positive_int("num_samples", num_samples)
     if vectorized is None:
-      vectorized = _traceable(step, cases[0], gammas[0], num_samples)
+      vectorized = _traceable(step, cases[0], gammas, num_samples)
     raw = []
     key = jax.random.key(seed)
     for ci, case in enumerate(cases):
@@ -563,12 +563,24 @@ def check_sampler(
                            num_samples, tests, lenience)
 
 
-def _traceable(step: StepFn, case: Case, gamma: int, num_samples: int) -> bool:
-  """True when ``step`` runs under ``jax.vmap`` + ``jax.jit`` (compiles what decoding reuses)."""
+def _traceable(step: StepFn, case: Case, gammas: Sequence[int], num_samples: int) -> bool:
+  """True when ``step`` runs under ``jax.vmap`` + ``jax.jit``.
+
+  Also compiles the batched step for every gamma (two at a time, in threads:
+  XLA compilation dominates the checker's run time), so decoding reuses them.
+  """
+  from concurrent.futures import ThreadPoolExecutor
+
+  keys = jax.random.split(jax.random.key(0), num_samples)
+  ctx = jnp.full((num_samples,), -1, jnp.int32)
+
+  def warm(gamma):
+    with jax.enable_x64(True):
+      jax.block_until_ready(_vmapped(step, gamma)(keys, case.target, case.draft, ctx))
+
   try:
-    keys = jax.random.split(jax.random.key(0), num_samples)
-    ctx = jnp.full((num_samples,), -1, jnp.int32)
-    jax.block_until_ready(_vmapped(step, gamma)(keys, case.target, case.draft, ctx))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+      list(pool.map(warm, gammas))
     return True
   except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
           jax.errors.TracerArrayConversionError, jax.errors.TracerIntegerConversionError,

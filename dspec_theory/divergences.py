@@ -102,7 +102,7 @@ def _prepare_probs(p: Any, q: Any, where: Any) -> tuple[_Dist, _Dist]:
   p = v.check_probabilities("p", p, where=where)
   q = v.check_probabilities("q", q, where=where)
   v.check_same_shape("p", p, "q", q)
-  dtype = jnp.result_type(p, q)
+  dtype = v.common_float_dtype(p, q)
   uniform = 1.0 / p.shape[-1]
   p = _safe_rows(p.astype(dtype), where, uniform)
   q = _safe_rows(q.astype(dtype), where, uniform)
@@ -113,7 +113,7 @@ def _prepare_logits(p_logits: Any, q_logits: Any, where: Any) -> tuple[_Dist, _D
   p_logits = v.check_logits("p_logits", p_logits, where=where)
   q_logits = v.check_logits("q_logits", q_logits, where=where)
   v.check_same_shape("p_logits", p_logits, "q_logits", q_logits)
-  dtype = jnp.result_type(p_logits, q_logits)
+  dtype = v.common_float_dtype(p_logits, q_logits)
   p_logits = _safe_rows(p_logits.astype(dtype), where, 0.0)
   q_logits = _safe_rows(q_logits.astype(dtype), where, 0.0)
   return _from_logits(p_logits), _from_logits(q_logits)

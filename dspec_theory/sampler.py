@@ -156,16 +156,26 @@ def speculative_step(
     if not 0 <= nd <= gamma:
       raise ValueError(f"num_draft must be in [0, gamma={gamma}]; got {num_draft}")
   num_draft = jnp.asarray(num_draft, jnp.int32)
-  dtype = jnp.result_type(draft_probs, target_probs)
+  dtype = v.common_float_dtype(draft_probs, target_probs)
   draft_probs = draft_probs.astype(dtype)
   target_probs = target_probs.astype(dtype)
 
   key_accept, key_final = jax.random.split(key)
+  u = jax.random.uniform(key_accept, (gamma,), dtype=dtype)
+
+  def draw_final(weights):
+    return jax.random.categorical(key_final, _safe_log(weights))
+
+  return _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft)
+
+
+def _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft):
+  """Lines 5-12 of Algorithm A.1 given acceptance uniforms ``u`` [gamma] and a sampler."""
+  gamma = draft_tokens.shape[0]
   positions = jnp.arange(gamma)
   q_tok = jnp.take_along_axis(draft_probs, draft_tokens[:, None], axis=-1)[:, 0]
   p_tok = jnp.take_along_axis(target_probs[:gamma], draft_tokens[:, None], axis=-1)[:, 0]
   threshold = apply_lenience(p_tok, lenience)
-  u = jax.random.uniform(key_accept, (gamma,), dtype=dtype)
   # Accept with probability min(1, f(p)/q): u in [0, 1) so P(u q < f) = min(1, f/q).
   accepted = u * q_tok < threshold
   rejected = (~accepted) & (positions < num_draft)
@@ -176,14 +186,26 @@ def speculative_step(
   q_n = draft_probs[jnp.minimum(n, gamma - 1)]
   excess = jnp.maximum(p_n - q_n, 0.0)
   use_residual = any_rejected & (jnp.sum(excess) > 0)
-  final_dist = jnp.where(use_residual, excess, p_n)
-  final = jax.random.categorical(key_final, _safe_log(final_dist)).astype(jnp.int32)
+  final = draw_final(jnp.where(use_residual, excess, p_n)).astype(jnp.int32)
 
   padded = jnp.concatenate([draft_tokens.astype(jnp.int32), jnp.zeros((1,), jnp.int32)])
   out_pos = jnp.arange(gamma + 1)
   tokens = jnp.where(out_pos < n, padded, -1)
   tokens = jnp.where(out_pos == n, final, tokens)
   return SpeculativeStep(tokens, n)
+
+
+def _inverse_cdf(u: Array, weights: Array) -> Array:
+  """Token drawn from unnormalised ``weights`` [V] by inversion of one uniform ``u``.
+
+  Picks the smallest ``k`` with ``u * total < cdf[k]``; zero-weight tokens are
+  never picked (their cdf step is empty), and the rare rounding case
+  ``u * total == total`` is sent to the last token of positive weight.
+  """
+  cdf = jnp.cumsum(weights)
+  idx = jnp.sum(cdf <= u * cdf[-1])
+  last_positive = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)
+  return jnp.minimum(idx, last_positive).astype(jnp.int32)
 
 
 # ---------------------------------------------------------------------------
@@ -311,7 +333,7 @@ def simulate_finite_state(
       raise ValueError(f"children must hold context ids in [0, {num_ctx})")
   root = v.check_token("root", root, num_ctx)
   eos = v.check_token("eos", eos, vocab)
-  dtype = jnp.result_type(p_rows, q_rows)
+  dtype = v.common_float_dtype(p_rows, q_rows)
   keys = jax.random.split(key, num_samples)
   return _simulate(
       keys, p_rows.astype(dtype), q_rows.astype(dtype), children, root, eos,
@@ -329,16 +351,18 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
       return ~state["done"]
 
     def body(state):
-      key, sub_draft, sub_step = jax.random.split(state["key"], 3)
+      key, sub = jax.random.split(state["key"])
+      # One draw per block: gamma draft uniforms, gamma acceptance uniforms, one final.
+      uniforms = jax.random.uniform(sub, (2 * gamma + 1,), dtype=p_rows.dtype)
       n = state["length"]
 
-      def draft_one(carry, k):
+      def draft_one(carry, u):
         ctx, stopped = carry
-        tok = jax.random.categorical(k, _safe_log(q_rows[ctx])).astype(jnp.int32)
+        tok = _inverse_cdf(u, q_rows[ctx])
         return (children[ctx, tok], stopped | (tok == eos)), (ctx, tok, stopped)
 
       (ctx_after, _), (ctxs, toks, stopped_before) = jax.lax.scan(
-          draft_one, (state["ctx"], False), jax.random.split(sub_draft, gamma)
+          draft_one, (state["ctx"], False), uniforms[:gamma]
       )
       # A draft is valid while no EOS came before it and the output has room.
       room = max_len - n
@@ -346,8 +370,9 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
       all_ctx = jnp.concatenate([ctxs, ctx_after[None]])
       draft_probs = q_rows[ctxs]
       target_probs = p_rows[all_ctx]
-      step = speculative_step(
-          sub_step, toks, draft_probs, target_probs, lenience=lenience, num_draft=num_draft
+      step = _verify(
+          uniforms[gamma: 2 * gamma], lambda w: _inverse_cdf(uniforms[-1], w), toks,
+          draft_probs, target_probs, lenience, num_draft,
       )
       emitted = step.num_accepted + 1
       idx = jnp.arange(gamma + 1)
@@ -390,4 +415,15 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
         out["accepted"],
     )
 
-  return jax.vmap(one)(keys)
+  # Lanes run in chunks (lax.map over vmapped chunks): a chunk's state stays in
+  # cache, which measured ~3x faster than one vmap over all samples on CPU.
+  num = keys.shape[0]
+  chunk = min(num, _CHUNK)
+  pad = (-num) % chunk
+  if pad:
+    keys = jnp.concatenate([keys, keys[:pad]])
+  out = jax.lax.map(jax.vmap(one), keys.reshape(-1, chunk, *keys.shape[1:]))
+  return jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:])[:num], out)
+
+
+_CHUNK = 2048

@@ -1,0 +1,1 @@
+"""Benchmarks: speed goals measured as ratios within one run (never timed tests)."""
