@@ -193,7 +193,11 @@ class SequenceStats(NamedTuple):
     a_t: ``[T]`` terms ``A_t = E_{y~p}[1{t <= |y|} TVD_t]`` (Eq. B.5).
     e_t: ``[T]`` terms ``E_t = E_{y~q}[1{t <= |y|} TVD_t]`` (Eq. B.6).
     eps: on-policy loss ``E_{y~q}[(1/|y|) sum_t TVD_t]`` (Theorem 4.1, Eq. 2).
-    bound: Theorem 4.1 lower bound ``1 - T (T / L_p) eps`` (Eq. 4).
+    bound: Theorem 4.1 lower bound ``1 - T (T / L_p) eps`` (Eq. 4) for this
+      one input.  Over several inputs x, average the per-input products:
+      ``E_x[alpha] >= 1 - T E_x[(T / L_p(x)) eps(x)]``.  The paper's Eq. 4
+      writes ``E_x[T / L_p] * E_x[eps]``, which is false in general (see
+      ``proofs_checks.counterexamples.smallest_counterexample``).
     expected_len_q: ``L_q = E_{y ~ q}|y|``.
   """
 

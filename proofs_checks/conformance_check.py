@@ -1,0 +1,61 @@
+"""Check 11: the sampler conformance checker on the project's sampler and on broken ones.
+
+:func:`dspec_theory.conformance.check_sampler` must accept the project's
+sampler (lossless, and lossy against the exact lossy law) and a correct
+re-implementation, and must reject both deliberately broken samplers of
+:mod:`proofs_checks.broken_samplers` on every seed tried.
+"""
+
+from __future__ import annotations
+
+from proofs_checks.assertions import Ledger
+from proofs_checks.runner import Context, Outcome
+
+
+def check_conformance(ctx: Context) -> Outcome:
+  from dspec_theory.conformance import check_sampler, reference_step
+  from proofs_checks import broken_samplers as broken
+
+  led = Ledger()
+  seeds = (0,) if ctx.quick else (0, 1, 2)
+  min_effect = 0.15 if ctx.quick else 0.1
+  # Every (step function, gamma) pair costs one XLA compilation: the main checks use two block
+  # sizes, the controls one.
+  main = dict(min_effect=min_effect, alpha=0.01, power=0.99, gammas=(2,) if ctx.quick else (1, 3))
+  common = dict(main, gammas=(2,))
+  tables = []
+  for lenience in (None, "sq:0.5", "exp:0.3"):
+    if ctx.quick and lenience == "exp:0.3":
+      continue
+    rep = check_sampler(reference_step, lenience=lenience, seed=ctx.seed,
+                        **(main if lenience is None else common))
+    law = "lossless" if lenience is None else f"lossy {lenience}"
+    led.check(rep.passed, f"project sampler (speculative_step) conforms: {law}",
+              f"{len(rep.tests)} tests, N = {rep.num_samples} decodes per (case, gamma),"
+              f" smallest Holm p = {min(t.adjusted_p for t in rep.tests):.3g}")
+    if lenience is None:
+      tables.append(("dspec_theory.conformance:reference_step (lossless)", rep))
+  rep = check_sampler(broken.correct_step, seed=ctx.seed, **common)
+  led.check(rep.passed, "control: the broken samplers' code path with both bugs fixed conforms")
+  for name, fn in (("argmax_draft_step", broken.argmax_draft_step),
+                   ("resample_from_target_step", broken.resample_from_target_step)):
+    reps = [check_sampler(fn, seed=ctx.seed + s, **main) for s in seeds]
+    tables.append((f"proofs_checks.broken_samplers:{name} (seed {ctx.seed + seeds[0]})", reps[0]))
+    rejecting = [sum(t.reject for t in r.tests) for r in reps]
+    led.check(all(not r.passed for r in reps), f"broken sampler {name} is rejected on every seed tried",
+              f"seeds {[ctx.seed + s for s in seeds]}; rejecting tests per seed {rejecting}"
+              f" of {len(reps[0].tests)}")
+  # The lossy sampler must also be told apart from the lossless law.
+  lossy_as_lossless = check_sampler(_lossy_sq05, seed=ctx.seed, **common)
+  led.check(not lossy_as_lossless.passed,
+            "a lossy sampler (sq:0.5) checked as if lossless is rejected",
+            "the check distinguishes the lossy law from the target law")
+  for title, r in tables:
+    led.section(f"**{title}**\n\n```\n{r.table()}\n```")
+  return led.outcome("project sampler passes (lossless + lossy); both broken samplers caught on every seed")
+
+
+def _lossy_sq05(key, target, draft, context, gamma):
+  from dspec_theory.conformance import reference_step
+
+  return reference_step(key, target, draft, context, gamma, lenience=("sq", 0.5))
