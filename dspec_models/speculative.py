@@ -1,0 +1,549 @@
+"""Speculative decoding engine for the Flax models, and its autoregressive baseline.
+
+:func:`speculative_generate` runs Algorithm A.1 of the paper on a batch, with
+both models' KV caches (:mod:`dspec_models.lm`), entirely inside one
+``jax.jit``-compiled ``lax.while_loop`` (no host round trip per token or
+block).  One loop iteration is one block for every unfinished row:
+
+1. **Draft** ``gamma`` tokens autoregressively from the draft (``gamma``
+   draft calls), ``d_i ~ q_i = probs_from_logits(draft logits, T)``.
+2. **Verify** in ONE target call scoring ``gamma + 1`` positions
+   ``[last, d_0, ..., d_{gamma-1}]``, giving ``p_0 .. p_gamma``.
+3. **Accept/reject** with :func:`dspec_theory.sampler.speculative_step`
+   (vmapped over rows, one key per row): ``n`` accepted drafts, then one token
+   from the residual ``norm(max(0, p_n - q_n))`` or the bonus ``p_n``; lossy
+   lenience ``f(p, eps)`` goes to the sampler.
+4. **Append** ``n + 1`` tokens, cut at EOS (token 1) or ``max_new_tokens``.
+5. **Roll back** both caches to the accepted length: only the per-row cache
+   lengths change (:func:`dspec_models.lm.rollback`).
+
+Drafting stops early (the sampler's ``num_draft``) after a drafted EOS or when
+the row has ``remaining`` tokens left (``num_draft = min(gamma, remaining,
+first EOS + 1)``); if all ``num_draft`` drafts are accepted, the bonus token
+is kept only if the row is neither ended by EOS nor full.  These are the
+conventions of :func:`dspec_theory.enumeration.speculative_distribution`.
+
+Cache bookkeeping.  The last emitted token of a row is never in either cache
+yet: it is fed first in the next block (``last``).  The target cache always
+holds the whole sequence except ``last``.  The draft cache does too, except
+after a fully accepted block, where it also lacks the last accepted draft
+``d_{gamma-1}`` (the draft never scored it).  So every block's first draft
+call feeds two tokens per row: ``[prev, last]`` when the draft lags (reading
+the logits at index 1), else ``[last, <dummy>]`` (reading index 0; the dummy's
+cache entry is rolled back).  The draft thus makes exactly ``gamma`` calls
+per block, never an extra one.
+
+:func:`autoregressive_generate` is plain ancestral decoding of one model on
+the same code path (same cache, ``probs_from_logits`` and sampler of tokens,
+same records): the baseline for wall-clock speedups.
+
+Records (:class:`GenerationResult`, per row) and derived statistics
+(:func:`per_example_records`, :func:`summarize`):
+
+* ``alpha_drafted = accepted / drafted``: accepted share of all valid drafts
+  (drafts after a rejection count as not accepted).
+* ``alpha_tested = accepted / (accepted + rejected)``: each tested draft is
+  accepted with probability ``beta = 1 - TVD(p, q)`` given its prefix (lossy:
+  ``sum_x min(q, f(p))``), so this estimates the per-token acceptance rate;
+  with ``gamma = inf`` every emitted token is an accepted draft or a
+  rejection's replacement, so it is the paper's Eq. (1) ratio ``E[# accepted
+  tokens] / E[|y|]``, and it is the ``alpha`` to put in
+  ``tau(alpha) = (1 - alpha^(gamma+1)) / (1 - alpha)``.
+* ``alpha_emitted = accepted / |y|``: Eq. (1)'s ratio taken literally on a
+  finite-gamma run (lower, since bonus tokens count in ``|y|``).
+* ``tau = |y| / target calls``: block efficiency (section 3).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dspec_models import cache as kv
+from dspec_models import lm
+from dspec_models.configs import EOS_ID, ModelConfig
+from dspec_theory.lenience import parse_lenience
+from dspec_theory.sampler import probs_from_logits, speculative_step
+
+Array = jax.Array
+
+
+class LanguageModel(NamedTuple):
+  """A model: its config and parameters (a plain ``(config, params)`` pair works too)."""
+
+  config: ModelConfig
+  params: Any
+
+
+class GenerationResult(NamedTuple):
+  """Outputs and per-example records of a batched generation (``B`` rows).
+
+  Attributes:
+    tokens: int32 ``[B, max_new_tokens]`` generated tokens (EOS included),
+      0 after the end.
+    lengths: int32 ``[B]`` number of generated tokens ``|y|``.
+    target_calls: int32 ``[B]`` target forward calls while the row was active
+      (blocks for SD, tokens for autoregressive decoding).
+    draft_calls: int32 ``[B]`` draft forward calls (``gamma`` per block).
+    drafted: int32 ``[B]`` valid drafted tokens (sum of ``num_draft``).
+    accepted: int32 ``[B]`` accepted drafted tokens kept in the output.
+    rejected: int32 ``[B]`` blocks that ended with a rejection.
+    accepted_per_block: int32 ``[B, max_new_tokens]``: ``n`` of block ``j``
+      (``-1`` for blocks that did not happen).
+    drafted_per_block: int32 ``[B, max_new_tokens]``: ``num_draft`` of block
+      ``j`` (``-1`` for blocks that did not happen).
+    loop_iterations: int32 scalar, blocks run for the whole batch (= the
+      largest ``target_calls``).
+  """
+
+  tokens: Array
+  lengths: Array
+  target_calls: Array
+  draft_calls: Array
+  drafted: Array
+  accepted: Array
+  rejected: Array
+  accepted_per_block: Array
+  drafted_per_block: Array
+  loop_iterations: Array
+
+
+# ---------------------------------------------------------------------------
+# Argument checks.
+
+
+def _unpack_model(name: str, model: Any) -> tuple[ModelConfig, Any]:
+  try:
+    config, params = model
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a LanguageModel or a (config, params) pair") from None
+  if not isinstance(config, ModelConfig):
+    raise ValueError(f"{name}[0] must be a ModelConfig; got {type(config)}")
+  return config, params
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+  return int(value)
+
+
+def _check_temperature(temperature: Any) -> float:
+  try:
+    t = float(temperature)
+  except (TypeError, ValueError):
+    raise ValueError(f"temperature must be a number >= 0; got {temperature!r}") from None
+  if not np.isfinite(t) or t < 0:
+    raise ValueError(f"temperature must be finite and >= 0; got {temperature!r}")
+  return t
+
+
+def _prepare_inputs(config: ModelConfig, inputs: Any, batch_size: Optional[int]):
+  if inputs is None:
+    if config.is_encoder_decoder:
+      raise ValueError("inputs [B, Lin] are required for an encoder_decoder model")
+    return None, _check_positive_int("batch_size", batch_size)
+  arr = np.asarray(inputs)
+  if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+    raise ValueError(f"inputs must be an int array [batch, length]; got {arr.dtype} {arr.shape}")
+  if batch_size is not None and batch_size != arr.shape[0]:
+    raise ValueError(f"batch_size={batch_size} disagrees with inputs' batch size {arr.shape[0]}")
+  return jnp.asarray(arr, jnp.int32), arr.shape[0]
+
+
+def _cache_capacity(config: ModelConfig, inputs: Optional[Array], max_new_tokens: int,
+                    lookahead: int) -> int:
+  """Decoder positions needed: prefix + generated tokens + verification look-ahead."""
+  prefix = 1 if (config.is_encoder_decoder or inputs is None) else inputs.shape[1] + 1
+  return prefix + max_new_tokens + lookahead + 1
+
+
+# ---------------------------------------------------------------------------
+# Shared pieces of both loops.
+
+
+def _sample(key: Array, probs: Array) -> Array:
+  """One token per row from ``probs [B, V]`` (exactly the given distribution)."""
+  positive = probs > 0
+  log_p = jnp.where(positive, jnp.log(jnp.where(positive, probs, 1.0)), -jnp.inf)
+  return jax.random.categorical(key, log_p, axis=-1).astype(jnp.int32)
+
+
+def _append(out: Array, lengths: Array, block_tokens: Array, emitted: Array,
+            active: Array) -> tuple[Array, Array]:
+  """Writes ``block_tokens[b, :emitted[b]]`` at ``out[b, lengths[b]:]`` for active rows."""
+  written = kv.write_chunk(out, block_tokens, lengths)
+  out = jnp.where(active[:, None], written, out)
+  return out, lengths + jnp.where(active, emitted, 0)
+
+
+def _cut_at_eos(block_tokens: Array, count: Array, remaining: Array) -> tuple[Array, Array]:
+  """Tokens kept from a block: up to the first EOS, at most ``count`` and ``remaining``.
+
+  Returns ``(kept [B], ended_by_eos [B])``.
+  """
+  idx = jnp.arange(block_tokens.shape[1], dtype=jnp.int32)[None, :]
+  is_eos = (block_tokens == EOS_ID) & (idx < count[:, None])
+  has_eos = jnp.any(is_eos, axis=1)
+  kept = jnp.where(has_eos, jnp.argmax(is_eos, axis=1).astype(jnp.int32) + 1, count)
+  kept = jnp.minimum(kept, remaining)
+  ended_by_eos = has_eos & (jnp.argmax(is_eos, axis=1) < kept)
+  return kept, ended_by_eos
+
+
+def _finalize(out, lengths, target_calls, draft_calls, drafted, accepted, rejected,
+              acc_hist, draft_hist, iterations, max_new_tokens) -> GenerationResult:
+  idx = jnp.arange(max_new_tokens, dtype=jnp.int32)[None, :]
+  tokens = jnp.where(idx < lengths[:, None], out[:, :max_new_tokens], 0)
+  return GenerationResult(tokens, lengths, target_calls, draft_calls, drafted, accepted,
+                          rejected, acc_hist, draft_hist, iterations)
+
+
+# ---------------------------------------------------------------------------
+# Speculative decoding.
+
+
+class _SDLoop(NamedTuple):
+  key: Array
+  target_state: lm.DecodeState
+  draft_state: lm.DecodeState
+  last: Array          # [B] last emitted token (in neither cache)
+  prev: Array          # [B] token before `last` (missing from the draft cache when lag)
+  lag: Array           # [B] bool, draft cache lacks `prev` too
+  done: Array          # [B] bool
+  out: Array           # [B, max_new + gamma + 1]
+  lengths: Array       # [B] emitted tokens
+  target_calls: Array
+  draft_calls: Array
+  drafted: Array
+  accepted: Array
+  rejected: Array
+  acc_hist: Array      # [B, max_new]
+  draft_hist: Array    # [B, max_new]
+  iteration: Array     # scalar
+
+
+def _draft_block(draft_config, draft_params, state: _SDLoop, key: Array, gamma: int,
+                 temperature: float):
+  """``gamma`` draft calls; returns (draft_state, drafts [B, g], q [B, g, V])."""
+  keys = jax.random.split(key, gamma)
+  d_state = state.draft_state
+  start_len = lm.decode_lengths(d_state)
+  lag = state.lag
+  first = jnp.where(lag[:, None], jnp.stack([state.prev, state.last], axis=1),
+                    jnp.stack([state.last, state.last], axis=1))
+  logits, d_state = lm.decode_step(draft_config, draft_params, d_state, first)
+  logits0 = jnp.take_along_axis(logits, lag.astype(jnp.int32)[:, None, None], axis=1)[:, 0]
+  d_state = lm.rollback(d_state, start_len + 1 + lag.astype(jnp.int32))
+  q0 = probs_from_logits(logits0, temperature)
+  d0 = _sample(keys[0], q0)
+
+  def one(carry, k):
+    ds, tok = carry
+    step_logits, ds = lm.decode_step(draft_config, draft_params, ds, tok[:, None])
+    q = probs_from_logits(step_logits[:, 0], temperature)
+    d = _sample(k, q)
+    return (ds, d), (d, q)
+
+  if gamma > 1:
+    (d_state, _), (rest_tokens, rest_q) = jax.lax.scan(one, (d_state, d0), keys[1:])
+    drafts = jnp.concatenate([d0[:, None], jnp.moveaxis(rest_tokens, 0, 1)], axis=1)
+    q = jnp.concatenate([q0[:, None], jnp.moveaxis(rest_q, 0, 1)], axis=1)
+  else:
+    drafts, q = d0[:, None], q0[:, None]
+  return d_state, drafts, q
+
+
+def _sd_block(target_config, draft_config, gamma, temperature, lenience, max_new_tokens,
+              target_params, draft_params, state: _SDLoop) -> _SDLoop:
+  key, k_draft, k_verify = jax.random.split(state.key, 3)
+  active = ~state.done
+  remaining = max_new_tokens - state.lengths
+  t_len = lm.decode_lengths(state.target_state)
+
+  d_state, drafts, q = _draft_block(draft_config, draft_params, state, k_draft, gamma,
+                                    temperature)
+  # Valid drafts: up to and including the first drafted EOS, at most `remaining`.
+  is_eos = drafts == EOS_ID
+  first_eos = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), gamma)
+  num_draft = jnp.minimum(jnp.minimum(first_eos + 1, gamma), remaining).astype(jnp.int32)
+  num_draft = jnp.maximum(num_draft, 0)
+
+  verify_tokens = jnp.concatenate([state.last[:, None], drafts], axis=1)
+  t_logits, t_state = lm.decode_step(target_config, target_params, state.target_state,
+                                     verify_tokens)
+  p = probs_from_logits(t_logits, temperature)
+
+  def step(k, dt, dq, tp, nd):
+    return speculative_step(k, dt, dq, tp, lenience=lenience, num_draft=nd)
+
+  row_keys = jax.random.split(k_verify, drafts.shape[0])
+  result = jax.vmap(step)(row_keys, drafts, q, p, num_draft)
+  n = result.num_accepted
+  block_tokens = result.tokens
+  kept, ended_by_eos = _cut_at_eos(block_tokens, n + 1, remaining)
+  out, lengths = _append(state.out, state.lengths, block_tokens, kept, active)
+  done = state.done | (active & (ended_by_eos | (lengths >= max_new_tokens)))
+
+  # Caches: the target holds [.., last, d_0..d_{n-1}]; the new `last` is tokens[n].
+  new_t_len = jnp.where(active, t_len + 1 + n, t_len)
+  t_state = lm.rollback(t_state, new_t_len)
+  d_len = lm.decode_lengths(d_state)          # = t_len + gamma for every row
+  old_d_len = t_len - state.lag.astype(jnp.int32)
+  new_d_len = jnp.where(active, jnp.minimum(d_len, t_len + 1 + n), old_d_len)
+  d_state = lm.rollback(d_state, new_d_len)
+  new_last = jnp.take_along_axis(block_tokens, n[:, None], axis=1)[:, 0]
+  before_last = jnp.take_along_axis(block_tokens, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
+  new_prev = jnp.where(n > 0, before_last, state.last)
+
+  accepted_kept = jnp.minimum(n, kept)
+  rejected = (n < num_draft).astype(jnp.int32)
+  act = active.astype(jnp.int32)
+  rows = jnp.arange(drafts.shape[0])
+  block_index = jnp.minimum(state.target_calls, max_new_tokens - 1)
+  acc_hist = state.acc_hist.at[rows, block_index].set(
+      jnp.where(active, accepted_kept, state.acc_hist[rows, block_index]))
+  draft_hist = state.draft_hist.at[rows, block_index].set(
+      jnp.where(active, num_draft, state.draft_hist[rows, block_index]))
+  return _SDLoop(
+      key=key,
+      target_state=t_state,
+      draft_state=d_state,
+      last=jnp.where(active, new_last, state.last),
+      prev=jnp.where(active, new_prev, state.prev),
+      lag=jnp.where(active, n >= gamma, state.lag),
+      done=done,
+      out=out,
+      lengths=lengths,
+      target_calls=state.target_calls + act,
+      draft_calls=state.draft_calls + act * gamma,
+      drafted=state.drafted + act * num_draft,
+      accepted=state.accepted + act * accepted_kept,
+      rejected=state.rejected + act * rejected,
+      acc_hist=acc_hist,
+      draft_hist=draft_hist,
+      iteration=state.iteration + 1,
+  )
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "target_config", "draft_config", "gamma", "temperature", "lenience", "max_new_tokens",
+    "batch_size"))
+def _speculative_generate_jit(target_params, draft_params, inputs, key, *, target_config,
+                              draft_config, gamma, temperature, lenience, max_new_tokens,
+                              batch_size):
+  t_state, last = lm.init_decode_state(
+      target_config, target_params, inputs, batch_size=batch_size,
+      max_len=_cache_capacity(target_config, inputs, max_new_tokens, gamma))
+  d_state, _ = lm.init_decode_state(
+      draft_config, draft_params, inputs, batch_size=batch_size,
+      max_len=_cache_capacity(draft_config, inputs, max_new_tokens, gamma))
+  zeros = jnp.zeros((batch_size,), jnp.int32)
+  hist = jnp.full((batch_size, max_new_tokens), -1, jnp.int32)
+  init = _SDLoop(
+      key=key, target_state=t_state, draft_state=d_state, last=last, prev=last,
+      lag=jnp.zeros((batch_size,), bool), done=jnp.zeros((batch_size,), bool),
+      out=jnp.zeros((batch_size, max_new_tokens + gamma + 1), jnp.int32), lengths=zeros,
+      target_calls=zeros, draft_calls=zeros, drafted=zeros, accepted=zeros, rejected=zeros,
+      acc_hist=hist, draft_hist=hist, iteration=jnp.int32(0))
+  body = functools.partial(_sd_block, target_config, draft_config, gamma, temperature,
+                           lenience, max_new_tokens, target_params, draft_params)
+  final = jax.lax.while_loop(lambda s: jnp.any(~s.done), body, init)
+  return _finalize(final.out, final.lengths, final.target_calls, final.draft_calls,
+                   final.drafted, final.accepted, final.rejected, final.acc_hist,
+                   final.draft_hist, final.iteration, max_new_tokens)
+
+
+def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: int,
+                         temperature: float, key: Array, max_new_tokens: int,
+                         lenience: Any = None, batch_size: Optional[int] = None
+                         ) -> GenerationResult:
+  """Speculative decoding (Algorithm A.1) of ``target`` with ``draft``, batched.
+
+  Lossless (``lenience=None``) the output sequences are distributed exactly as
+  the target's ancestral samples at ``temperature`` (token-for-token equal to
+  greedy target decoding at ``temperature=0``).
+
+  Args:
+    target: :class:`LanguageModel` or ``(config, params)`` of the target.
+    draft: the draft model; same vocabulary size as the target.
+    inputs: ``int [B, Lin]``, 0-padded on the right: encoder inputs (T5) or a
+      prompt (decoder-only; None = unconditional with ``batch_size`` rows).
+    gamma: block size (drafted tokens per target call), ``>= 1``.
+    temperature: ``T >= 0`` for both models; ``0`` = greedy.
+    key: PRNG key.
+    max_new_tokens: maximum generated tokens per row (``T`` of the paper).
+    lenience: None (lossless) or a lenience spec (``"sq:0.5"``, ``("exp", 0.3)``).
+    batch_size: rows when ``inputs`` is None.
+
+  Returns:
+    :class:`GenerationResult`.
+
+  Raises:
+    ValueError: naming the argument for bad models, sizes, temperature or lenience.
+  """
+  t_config, t_params = _unpack_model("target", target)
+  d_config, d_params = _unpack_model("draft", draft)
+  if t_config.vocab_size != d_config.vocab_size:
+    raise ValueError(f"draft vocab_size {d_config.vocab_size} differs from the target's "
+                     f"{t_config.vocab_size}")
+  gamma = _check_positive_int("gamma", gamma)
+  max_new_tokens = _check_positive_int("max_new_tokens", max_new_tokens)
+  temperature = _check_temperature(temperature)
+  lenience = parse_lenience(lenience)
+  if lenience is not None:
+    lenience = (lenience.kind, float(lenience.eps))
+  if d_config.is_encoder_decoder and inputs is None:
+    raise ValueError("inputs [B, Lin] are required for an encoder_decoder draft")
+  inputs, batch_size = _prepare_inputs(t_config, inputs, batch_size)
+  return _speculative_generate_jit(
+      t_params, d_params, inputs, key, target_config=t_config, draft_config=d_config,
+      gamma=gamma, temperature=temperature, lenience=lenience,
+      max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------
+# Autoregressive baseline.
+
+
+class _ARLoop(NamedTuple):
+  key: Array
+  state: lm.DecodeState
+  last: Array
+  done: Array
+  out: Array
+  lengths: Array
+  calls: Array
+  iteration: Array
+
+
+def _ar_step(config, temperature, max_new_tokens, params, state: _ARLoop) -> _ARLoop:
+  key, k_sample = jax.random.split(state.key)
+  active = ~state.done
+  logits, d_state = lm.decode_step(config, params, state.state, state.last[:, None])
+  token = _sample(k_sample, probs_from_logits(logits[:, 0], temperature))
+  d_state = lm.rollback(d_state, jnp.where(active, lm.decode_lengths(d_state),
+                                           lm.decode_lengths(state.state)))
+  remaining = max_new_tokens - state.lengths
+  kept, ended_by_eos = _cut_at_eos(token[:, None], jnp.ones_like(remaining), remaining)
+  out, lengths = _append(state.out, state.lengths, token[:, None], kept, active)
+  done = state.done | (active & (ended_by_eos | (lengths >= max_new_tokens)))
+  return _ARLoop(key, d_state, jnp.where(active, token, state.last), done, out, lengths,
+                 state.calls + active.astype(jnp.int32), state.iteration + 1)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "temperature", "max_new_tokens",
+                                             "batch_size"))
+def _autoregressive_generate_jit(params, inputs, key, *, config, temperature, max_new_tokens,
+                                 batch_size):
+  state, last = lm.init_decode_state(config, params, inputs, batch_size=batch_size,
+                                     max_len=_cache_capacity(config, inputs, max_new_tokens, 0))
+  zeros = jnp.zeros((batch_size,), jnp.int32)
+  init = _ARLoop(key, state, last, jnp.zeros((batch_size,), bool),
+                 jnp.zeros((batch_size, max_new_tokens + 1), jnp.int32), zeros, zeros,
+                 jnp.int32(0))
+  body = functools.partial(_ar_step, config, temperature, max_new_tokens, params)
+  final = jax.lax.while_loop(lambda s: jnp.any(~s.done), body, init)
+  idx = jnp.arange(max_new_tokens, dtype=jnp.int32)[None, :]
+  per_block = jnp.where(idx < final.calls[:, None], 0, -1)
+  return _finalize(final.out, final.lengths, final.calls, zeros, zeros, zeros, zeros,
+                   per_block, per_block, final.iteration, max_new_tokens)
+
+
+def autoregressive_generate(model: Any, inputs: Any = None, *, temperature: float, key: Array,
+                            max_new_tokens: int, batch_size: Optional[int] = None
+                            ) -> GenerationResult:
+  """Ancestral (token-by-token) decoding of ``model``: the SD baseline.
+
+  Same cache, distribution (``probs_from_logits``) and token sampler as
+  :func:`speculative_generate`; one model call per token.  Records have
+  ``target_calls = lengths`` and zero draft statistics.
+
+  Args:
+    model: :class:`LanguageModel` or ``(config, params)``.
+    inputs, temperature, key, max_new_tokens, batch_size: as
+      :func:`speculative_generate`.
+  """
+  config, params = _unpack_model("model", model)
+  max_new_tokens = _check_positive_int("max_new_tokens", max_new_tokens)
+  temperature = _check_temperature(temperature)
+  inputs, batch_size = _prepare_inputs(config, inputs, batch_size)
+  return _autoregressive_generate_jit(params, inputs, key, config=config,
+                                      temperature=temperature,
+                                      max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------
+# Derived statistics.
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+  num = np.asarray(num, np.float64)
+  den = np.asarray(den, np.float64)
+  return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+
+
+def per_example_records(result: GenerationResult) -> list[dict]:
+  """One JSON-ready dict per row: tokens, counts, alphas and tau (see module doc).
+
+  Ratios with a zero denominator (e.g. alphas of autoregressive decoding) are
+  ``None``.
+  """
+  r = jax.tree_util.tree_map(np.asarray, result)
+  alpha_drafted = _ratio(r.accepted, r.drafted)
+  alpha_tested = _ratio(r.accepted, r.accepted + r.rejected)
+  alpha_emitted = _ratio(r.accepted, r.lengths)
+  tau = _ratio(r.lengths, r.target_calls)
+  clean = lambda x: None if not np.isfinite(x) else float(x)
+  records = []
+  for b in range(r.lengths.shape[0]):
+    blocks = int(r.target_calls[b])
+    records.append({
+        "tokens": r.tokens[b, :r.lengths[b]].tolist(),
+        "length": int(r.lengths[b]),
+        "target_calls": blocks,
+        "draft_calls": int(r.draft_calls[b]),
+        "drafted": int(r.drafted[b]),
+        "accepted": int(r.accepted[b]),
+        "rejected": int(r.rejected[b]),
+        "accepted_per_block": r.accepted_per_block[b, :blocks].tolist(),
+        "drafted_per_block": r.drafted_per_block[b, :blocks].tolist(),
+        "alpha_drafted": clean(alpha_drafted[b]),
+        "alpha_tested": clean(alpha_tested[b]),
+        "alpha_emitted": clean(alpha_emitted[b]),
+        "tau": clean(tau[b]),
+    })
+  return records
+
+
+def summarize(result: GenerationResult) -> dict:
+  """Batch statistics: pooled ratios (sums over rows) and means of per-row ratios.
+
+  ``pooled_*`` divide total counts (the estimator to compare with theory);
+  ``mean_*`` average the per-example values (the paper's "average over
+  examples", C.4), ignoring rows with an undefined ratio.
+  """
+  r = jax.tree_util.tree_map(np.asarray, result)
+  tot = lambda x: float(np.sum(x))
+  pooled = {
+      "pooled_alpha_drafted": _ratio(tot(r.accepted), tot(r.drafted)),
+      "pooled_alpha_tested": _ratio(tot(r.accepted), tot(r.accepted) + tot(r.rejected)),
+      "pooled_alpha_emitted": _ratio(tot(r.accepted), tot(r.lengths)),
+      "pooled_tau": _ratio(tot(r.lengths), tot(r.target_calls)),
+  }
+  records = per_example_records(result)
+  out = {k: (None if not np.isfinite(v) else float(v)) for k, v in pooled.items()}
+  for name in ("alpha_drafted", "alpha_tested", "alpha_emitted", "tau"):
+    values = [rec[name] for rec in records if rec[name] is not None]
+    out[f"mean_{name}"] = float(np.mean(values)) if values else None
+  out.update({
+      "num_examples": len(records),
+      "total_tokens": int(tot(r.lengths)),
+      "total_target_calls": int(tot(r.target_calls)),
+      "total_draft_calls": int(tot(r.draft_calls)),
+  })
+  return out
