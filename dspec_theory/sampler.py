@@ -344,6 +344,9 @@ def simulate_finite_state(
 @functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
 def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenience):
 
+  q_cdf = jnp.cumsum(q_rows, axis=-1)
+  q_last = (q_rows.shape[1] - 1 - jnp.argmax(q_rows[:, ::-1] > 0, axis=-1)).astype(jnp.int32)
+
   def one(key):
     buf_len = max_len + gamma + 1
 
@@ -358,7 +361,9 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
 
       def draft_one(carry, u):
         ctx, stopped = carry
-        tok = _inverse_cdf(u, q_rows[ctx])
+        # Inverse CDF on the precomputed cumulative row (no cumsum per draw).
+        row_cdf = q_cdf[ctx]
+        tok = jnp.minimum(jnp.sum(row_cdf <= u * row_cdf[-1]), q_last[ctx]).astype(jnp.int32)
         return (children[ctx, tok], stopped | (tok == eos)), (ctx, tok, stopped)
 
       (ctx_after, _), (ctxs, toks, stopped_before) = jax.lax.scan(
