@@ -85,19 +85,8 @@ def check_probabilities(
     ValueError: naming ``name`` for a scalar, an empty vocabulary, NaN or
       infinite entries, negative entries, or rows that do not sum to one.
   """
-  arr = as_float_array(name, x)
-  if arr.ndim == 0:
-    raise ValueError(f"{name} must have a vocabulary axis (last axis); got a scalar")
-  if arr.shape[-1] == 0:
-    raise ValueError(f"{name} has an empty vocabulary axis (shape {arr.shape})")
-  if where is not None:
-    _check_where(where, arr.shape[:-1])
-  if not is_concrete(arr):
-    return arr
-  values = np.asarray(arr)
-  mask = _row_mask(where, arr.shape[:-1]) if is_concrete(where) else None
-  rows = values if mask is None else values[mask]
-  if rows.size == 0:
+  arr, rows = _vocab_rows(name, x, where)
+  if rows is None:
     return arr
   if np.isnan(rows).any():
     raise ValueError(f"{name} contains NaN")
@@ -105,7 +94,7 @@ def check_probabilities(
     raise ValueError(f"{name} contains an infinite entry")
   if (rows < 0).any():
     raise ValueError(f"{name} contains a negative entry (min {rows.min():.3g})")
-  tol = sum_tolerance(values.dtype) if atol is None else atol
+  tol = sum_tolerance(rows.dtype) if atol is None else atol
   sums = rows.sum(axis=-1)
   worst = np.abs(sums - 1.0).max()
   if worst > tol:
@@ -117,8 +106,12 @@ def check_probabilities(
   return arr
 
 
-def check_logits(name: str, x: Any, *, where: Any = None) -> jax.Array:
-  """Checks logits ``[..., V]``: no NaN, no ``+inf``, not every entry ``-inf``."""
+def _vocab_rows(name: str, x: Any, where: Any) -> tuple[jax.Array, np.ndarray | None]:
+  """Shape checks for ``[..., V]`` inputs; returns the array and its unmasked rows.
+
+  The rows are ``None`` when there is nothing to check by value (a traced
+  array, or every row masked).
+  """
   arr = as_float_array(name, x)
   if arr.ndim == 0:
     raise ValueError(f"{name} must have a vocabulary axis (last axis); got a scalar")
@@ -127,11 +120,17 @@ def check_logits(name: str, x: Any, *, where: Any = None) -> jax.Array:
   if where is not None:
     _check_where(where, arr.shape[:-1])
   if not is_concrete(arr):
-    return arr
+    return arr, None
   values = np.asarray(arr)
   mask = _row_mask(where, arr.shape[:-1]) if is_concrete(where) else None
   rows = values if mask is None else values[mask]
-  if rows.size == 0:
+  return arr, (rows if rows.size else None)
+
+
+def check_logits(name: str, x: Any, *, where: Any = None) -> jax.Array:
+  """Checks logits ``[..., V]``: no NaN, no ``+inf``, not every entry ``-inf``."""
+  arr, rows = _vocab_rows(name, x, where)
+  if rows is None:
     return arr
   if np.isnan(rows).any():
     raise ValueError(f"{name} contains NaN")

@@ -298,6 +298,28 @@ def parse_divergence(spec: Any) -> DivergenceSpec:
   return DivergenceSpec("jsd", beta)
 
 
+_BY_NAME = {
+    # kind: (from logits, from probabilities)
+    "fkl": (forward_kl_from_logits, forward_kl),
+    "rkl": (reverse_kl_from_logits, reverse_kl),
+    "tvd": (tvd_from_logits, tvd),
+    "jsd": (jsd_from_logits, jsd),
+}
+
+
+def _by_name(spec: Any, form: int) -> Callable[..., Array]:
+  parsed = parse_divergence(spec)
+  fn = _BY_NAME[parsed.kind][form]
+  if parsed.kind != "jsd":
+    return fn
+  beta = parsed.beta
+
+  def _jsd_fn(a, b, *, where=None):
+    return fn(a, b, beta, where=where)
+
+  return _jsd_fn
+
+
 def divergence_from_logits(spec: Any) -> Callable[..., Array]:
   """Returns ``fn(p_logits, q_logits, where=None) -> [...]`` for a divergence name.
 
@@ -306,33 +328,9 @@ def divergence_from_logits(spec: Any) -> Callable[..., Array]:
     >>> round(float(fn([0.0, 0.0], [0.0, 0.0])), 6)
     0.0
   """
-  parsed = parse_divergence(spec)
-  if parsed.kind == "fkl":
-    return forward_kl_from_logits
-  if parsed.kind == "rkl":
-    return reverse_kl_from_logits
-  if parsed.kind == "tvd":
-    return tvd_from_logits
-  beta = parsed.beta
-
-  def _jsd_fn(p_logits, q_logits, *, where=None):
-    return jsd_from_logits(p_logits, q_logits, beta, where=where)
-
-  return _jsd_fn
+  return _by_name(spec, 0)
 
 
 def divergence_from_probs(spec: Any) -> Callable[..., Array]:
-  """Like :func:`divergence_from_logits`, for probability inputs."""
-  parsed = parse_divergence(spec)
-  if parsed.kind == "fkl":
-    return forward_kl
-  if parsed.kind == "rkl":
-    return reverse_kl
-  if parsed.kind == "tvd":
-    return tvd
-  beta = parsed.beta
-
-  def _jsd_fn(p, q, *, where=None):
-    return jsd(p, q, beta, where=where)
-
-  return _jsd_fn
+  """Like :func:`divergence_from_logits`, for probability inputs ``fn(p, q, where=None)``."""
+  return _by_name(spec, 1)
