@@ -1,6 +1,15 @@
-"""Runs every benchmark of the exact layer: ``python -m benchmarks``."""
+"""Runs every benchmark: ``python -m benchmarks``.
 
-from benchmarks import bench_theory
+1. :mod:`benchmarks.bench_theory`: the exact layer (FLOP/s of ``sd_stats``,
+   Monte Carlo simulator speed).
+2. :mod:`benchmarks.bench_sd_engine`: realized vs predicted wall-clock speedup
+   of speculative decoding (trained run directories if present, else random
+   tiny models; the output says which).
+"""
+
+from benchmarks import bench_sd_engine, bench_theory
 
 if __name__ == "__main__":
-  bench_theory.main()
+  bench_theory.main([])
+  print()
+  bench_sd_engine.main([])

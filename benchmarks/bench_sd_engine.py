@@ -1,180 +1,160 @@
-"""Wall-clock benchmark of the speculative decoding engine at batch size 1.
+"""Realized vs predicted wall-clock speedup of the speculative decoding engine, in one run.
 
-Measures, in one run on the current device:
+Runs the ``dspec sd`` measurement (:mod:`dspec_models.measure`) at batch size
+1 for gamma in {3, 5, 7} and T in {0, 1} and prints, per cell, the realized
+speedup of SD over autoregressive target decoding (same engine, warm jit,
+median of repeats, compilation excluded) divided by
 
-* ``t_ar``: autoregressive target decoding time (same engine code path);
-* ``t_sd(gamma)``: speculative decoding time, gamma in {3, 5, 7};
-* ``tau``: block efficiency of the run (tokens / target calls);
-* ``c``: relative latency of one draft forward step vs one target forward
-  step (each timed as a jitted loop of single-token ``decode_step`` calls on a
-  cache of the size the engine uses);
-* predicted speedup ``tau / (c gamma + 1)`` (paper section 3) and realized
-  speedup ``t_ar / t_sd``, and their ratio (goal >= 0.9);
-* ``t_verify``: the measured cost of the ``gamma + 1``-token verification
-  call, and the prediction ``tau t_step / (gamma t_draft + t_verify)`` that
-  uses it.  The paper's model assumes ``t_verify = t_step`` (true on
-  memory-bound accelerators); on a CPU scoring ``gamma + 1`` tokens costs
-  several steps, and the second ratio separates that hardware effect from
-  engine overhead.
+* the paper's prediction ``tau / (c gamma + 1)`` (section 3), and
+* the prediction with the measured cost of the ``gamma + 1``-token
+  verification call, ``tau t_step / (gamma t_draft + t_verify)``,
 
-Greedy decoding (temperature 0) makes SD and AR produce identical tokens, so
-both time the same amount of work.  Models: by default a random
-``tiny_lm_target`` and a draft made of the target's first layer (perturbed),
-so the draft is cheaper and agrees with the target often.  Random models say
-nothing about real acceptance rates -- use the ``dspec sd`` measurement on
-trained models for that; this script measures the engine's overhead.
+with the range of that ratio over repeats (the machine is shared and noisy).
+Goal: realized / predicted >= 0.9.
+
+Models, in order of preference (the output says which were used):
+
+1. ``--target RUN --draft RUN``: trained run directories (``dspec train``),
+   on the first held-out examples of their task;
+2. otherwise, if the README's run directories
+   ``runs/dspec_translate_en_de/{target,draft}`` exist, those;
+3. otherwise random (untrained) ``tiny_t5_target`` / ``tiny_t5_draft`` with
+   the task vocabulary size (2000) on random token inputs -- random models
+   give real timings but meaningless acceptance rates;
+4. ``--paper-sizes``: random decoder-only models of the paper's sizes
+   (``lm_target`` 234M / ``lm_draft`` 33M parameters, vocabulary 32128) on
+   random prompts: the regime where forward passes dominate the engine's
+   per-iteration overhead (slow on a CPU: minutes per cell).
 
 Usage::
 
-    python benchmarks/bench_sd_engine.py [--target tiny_lm_target] [--new-tokens 64]
-        [--repeats 3] [--out results/bench_sd_engine.json]
+    python -m benchmarks.bench_sd_engine [--target RUN --draft RUN] [--num-examples 10]
+        [--repeats 5] [--latency-repeats 9] [--gammas 3,5,7] [--temperatures 0,1]
+        [--random | --paper-sizes]
+        [--out results/bench_sd_engine]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
-import sys
-import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from tqdm import tqdm
-
-from dspec_models import configs, lm
-from dspec_models import speculative as sd
-from dspec_models.testing import perturbed_params
+GOAL = 0.9
+DEFAULT_RUNS = (Path("runs/dspec_translate_en_de/target"), Path("runs/dspec_translate_en_de/draft"))
 
 
-def _median_time(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # compile + warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+def _random_models(paper_sizes: bool, num_examples: int, seed: int):
+  import jax
+  import numpy as np
+
+  from dspec_models import configs, lm
+
+  if paper_sizes:
+    names, vocab, width, family = ("lm_target", "lm_draft"), configs.T5_VOCAB_SIZE, 16, "dec"
+  else:
+    names, vocab, width, family = ("tiny_t5_target", "tiny_t5_draft"), 2000, 32, "t5"
+  init = jax.jit(lm.init_params, static_argnums=0)
+  models = []
+  for i, name in enumerate(names):
+    cfg = configs.get_config(name, vocab_size=vocab)
+    models.append((cfg, init(cfg, jax.random.PRNGKey(seed + i))))
+  rng = np.random.default_rng(seed)
+  inputs = rng.integers(3, vocab, (num_examples, width)).astype(np.int32)
+  if family == "t5":  # variable input lengths, as real data
+    for row, n in zip(inputs, rng.integers(width // 4, width + 1, num_examples)):
+      row[n:] = 0
+  what = (f"random (untrained) {names[0]} / {names[1]}, vocab {vocab}, random inputs: "
+          "real timings, meaningless acceptance rates")
+  return models[0], models[1], inputs, what
 
 
-def _call_time(config, params, inputs, cache_len: int, k: int, steps: int,
-               repeats: int) -> float:
-  """Seconds per ``decode_step`` call scoring ``k`` tokens (batch 1).
-
-  Timed as a jitted loop of ``steps`` calls; after each call the cache is
-  rolled back so it advances one position per call, as in decoding.  The
-  set-up (prefill) time is measured separately and subtracted.
-  """
-
-  @jax.jit
-  def run(params, inputs):
-    state, tok = lm.init_decode_state(config, params, inputs, max_len=cache_len)
-
-    def body(_, carry):
-      state, tok = carry
-      start = lm.decode_lengths(state)
-      logits, state = lm.decode_step(config, params, state, jnp.tile(tok[:, None], (1, k)))
-      state = lm.rollback(state, start + 1)
-      return state, jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-
-    return jax.lax.fori_loop(0, steps, body, (state, tok))[1]
-
-  run_init = jax.jit(lambda params, inputs: lm.init_decode_state(
-      config, params, inputs, max_len=cache_len)[1])
-  total = _median_time(lambda: run(params, inputs), repeats)
-  setup = _median_time(lambda: run_init(params, inputs), repeats)
-  return max(total - setup, 1e-9) / steps
-
-
-def truncated_draft(target_config, target_params, seed: int, noise: float):
-  """A draft made of the target's first decoder layer (plus noise): cheaper, correlated."""
-  draft_config = dataclasses.replace(target_config, num_layers=1, name="truncated_draft")
-  params = dict(target_params)
-  params["decoder"] = {k: v for k, v in target_params["decoder"].items()
-                       if not k.startswith("layer_") or k == "layer_0"}
-  return draft_config, perturbed_params(params, seed, noise)
+def _ratio_range(cell: dict, key: str) -> tuple:
+  sp = cell["speedup"]
+  pred = sp.get(key)
+  per_repeat = [r for r in sp.get("realized_per_repeat") or [] if r is not None]
+  if not pred or not per_repeat:
+    return None, None
+  return min(per_repeat) / pred, max(per_repeat) / pred
 
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--target", default="tiny_lm_target")
-  parser.add_argument("--vocab-size", type=int, default=1024)
-  parser.add_argument("--prompt-len", type=int, default=16)
-  parser.add_argument("--new-tokens", type=int, default=64)
+  parser.add_argument("--target", default=None, help="trained target run directory")
+  parser.add_argument("--draft", default=None, help="trained draft run directory")
+  parser.add_argument("--random", action="store_true",
+                      help="use random tiny models even if trained run directories exist")
+  parser.add_argument("--paper-sizes", action="store_true",
+                      help="random models of the paper's decoder-only sizes (slow)")
+  parser.add_argument("--num-examples", type=int, default=None,
+                      help="examples per cell (default 10; 2 with --paper-sizes)")
+  parser.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
+  parser.add_argument("--latency-repeats", type=int, default=9,
+                      help="repeats of the forward-pass timings behind c (default 9)")
   parser.add_argument("--gammas", default="3,5,7")
-  parser.add_argument("--noise", type=float, default=0.2)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--out", default="results/bench_sd_engine.json")
+  parser.add_argument("--temperatures", default="0,1")
+  parser.add_argument("--max-new-tokens", type=int, default=32)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", default="results/bench_sd_engine", help="report directory")
+  parser.add_argument("--progress", action="store_true", help="show progress bars")
   args = parser.parse_args(argv)
-  gammas = [int(g) for g in args.gammas.split(",")]
+  if (args.target is None) != (args.draft is None):
+    parser.error("--target and --draft go together")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-  target_config = configs.get_config(args.target, vocab_size=args.vocab_size)
-  target_params = lm.init_params(target_config, jax.random.PRNGKey(0))
-  draft_config, draft_params = truncated_draft(target_config, target_params, 1, args.noise)
-  target = sd.LanguageModel(target_config, target_params)
-  draft = sd.LanguageModel(draft_config, draft_params)
-  rng = np.random.default_rng(0)
-  inputs = rng.integers(3, args.vocab_size, (1, args.prompt_len)).astype(np.int32)
-  key = jax.random.PRNGKey(0)
-  new = args.new_tokens
+  from dspec_models.measure import MeasureOptions, format_report, measure_runs, measure_sd
 
-  ar = sd.autoregressive_generate(target, inputs, temperature=0.0, key=key, max_new_tokens=new)
-  t_ar = _median_time(lambda: sd.autoregressive_generate(
-      target, inputs, temperature=0.0, key=key, max_new_tokens=new).tokens, args.repeats)
-  cache_len = args.prompt_len + 1 + new + max(gammas) + 2
-  t_target = _call_time(target_config, target_params, inputs, cache_len, 1, new, args.repeats)
-  t_draft = _call_time(draft_config, draft_params, inputs, cache_len, 1, new, args.repeats)
-  c = t_draft / t_target
-  rows = []
-  for gamma in tqdm(gammas, desc="gamma", file=sys.stderr):
-    fn = lambda: sd.speculative_generate(target, draft, inputs, gamma=gamma, temperature=0.0,
-                                         key=key, max_new_tokens=new)
-    result = fn()
-    assert np.array_equal(np.asarray(result.tokens), np.asarray(ar.tokens)), "greedy mismatch"
-    t_sd = _median_time(lambda: fn().tokens, args.repeats)
-    t_verify = _call_time(target_config, target_params, inputs, cache_len, gamma + 1, new,
-                          args.repeats)
-    summary = sd.summarize(result)
-    tau = summary["pooled_tau"]
-    predicted = tau / (c * gamma + 1)
-    # Same model with the measured cost of the (gamma+1)-token verification call.
-    predicted_measured = tau * t_target / (gamma * t_draft + t_verify)
-    realized = t_ar / t_sd
-    rows.append({"gamma": gamma, "tau": tau, "alpha_tested": summary["pooled_alpha_tested"],
-                 "t_sd_s": t_sd, "t_verify_s": t_verify,
-                 "verify_over_step": t_verify / t_target,
-                 "predicted_speedup": predicted,
-                 "predicted_speedup_measured_verify": predicted_measured,
-                 "realized_speedup": realized,
-                 "realized_over_predicted": realized / predicted,
-                 "realized_over_predicted_measured_verify": realized / predicted_measured})
-  report = {
-      "device": str(jax.devices()[0]), "target": args.target, "vocab_size": args.vocab_size,
-      "target_params": lm.count_params(target_params),
-      "draft_params": lm.count_params(draft_params), "new_tokens": int(ar.lengths[0]),
-      "t_ar_s": t_ar, "t_target_step_s": t_target, "t_draft_step_s": t_draft, "c": c,
-      "rows": rows,
-  }
-  print(f"device {report['device']}  target {args.target} ({report['target_params']:,} params)"
-        f"  draft ({report['draft_params']:,} params)  tokens {report['new_tokens']}")
-  print(f"AR: {t_ar * 1e3:.1f} ms   target step {t_target * 1e3:.3f} ms   "
-        f"draft step {t_draft * 1e3:.3f} ms   c = {c:.3f}")
-  print(f"{'gamma':>5} {'tau':>6} {'alpha':>6} {'SD ms':>8} {'verify/step':>11} {'pred':>6} "
-        f"{'pred*':>6} {'real':>6} {'real/pred':>9} {'real/pred*':>10}")
-  for r in rows:
-    print(f"{r['gamma']:>5} {r['tau']:>6.2f} {r['alpha_tested']:>6.3f} {r['t_sd_s'] * 1e3:>8.1f} "
-          f"{r['verify_over_step']:>11.2f} {r['predicted_speedup']:>6.2f} "
-          f"{r['predicted_speedup_measured_verify']:>6.2f} {r['realized_speedup']:>6.2f} "
-          f"{r['realized_over_predicted']:>9.2f} {r['realized_over_predicted_measured_verify']:>10.2f}")
-  print("pred = tau / (c gamma + 1) (paper, verification costs one step); pred* = "
-        "tau t_step / (gamma t_draft + t_verify) with the measured verification cost.")
-  if args.out:
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(report, f, indent=2)
-  return report
+  n = args.num_examples or (2 if args.paper_sizes else 10)
+  options = MeasureOptions(gammas=args.gammas, temperatures=args.temperatures, num_examples=n,
+                           repeats=args.repeats, latency_repeats=args.latency_repeats,
+                           max_new_tokens=args.max_new_tokens, seed=args.seed)
+  runs = None
+  if args.target is not None:
+    runs = (args.target, args.draft)
+  elif not args.random and not args.paper_sizes and all(p.is_dir() for p in DEFAULT_RUNS):
+    runs = tuple(str(p) for p in DEFAULT_RUNS)
+  if runs is not None:
+    what = f"trained models: target {runs[0]}, draft {runs[1]} (held-out examples of their task)"
+    print(f"bench_sd_engine: {what}", flush=True)
+    report, out = measure_runs(runs[0], runs[1], options=options, out_dir=args.out, fresh=True,
+                               progress=args.progress)
+  else:
+    target, draft, inputs, what = _random_models(args.paper_sizes, n, args.seed)
+    print(f"bench_sd_engine: {what}", flush=True)
+    out = Path(args.out)
+    report = measure_sd(target, draft, inputs, options=options, out_dir=out, fresh=True,
+                        settings={"models": what}, progress=args.progress)
+  print(format_report(report))
+  print(f"\nrealized / predicted speedup (goal >= {GOAL}); [range over {args.repeats} repeats]")
+  print(f"{'T':>3} {'gamma':>5} {'real/pred [range]':>23} {'real/pred* [range]':>23}"
+        f" {'AR token/step':>13} {'SD block/model':>14}")
+  summary = []
+  for key in report["cell_order"]:
+    cell = report["cells"][key]
+    sp = cell["speedup"]
+    row = {"cell": key, "temperature": cell["temperature"], "gamma": cell["gamma"]}
+    parts = []
+    for name, pred_key in (("realized_over_predicted", "predicted"),
+                           ("realized_over_predicted_measured_verify",
+                            "predicted_measured_verify")):
+      value = sp.get(name)
+      lo, hi = _ratio_range(cell, pred_key)
+      row[name] = value
+      row[name + "_range"] = [lo, hi]
+      row[name + "_meets_goal"] = value is not None and value >= GOAL
+      rng = f"[{lo:.2f}-{hi:.2f}]" if lo is not None else ""
+      parts.append(f"{value:>6.2f} {rng:>11} {'ok' if row[name + '_meets_goal'] else 'MISS':>4}"
+                   if value is not None else f"{'-':>23}")
+    print(f"{cell['temperature']:>3g} {cell['gamma']:>5} {parts[0]} {parts[1]}"
+          f" {sp.get('ar_token_over_target_step', float('nan')):>13.2f}"
+          f" {sp.get('sd_block_over_model_block', float('nan')):>14.2f}")
+    summary.append(row)
+  print("pred = tau/(c gamma+1) (paper: verification costs one target step); pred* uses the "
+        "measured verification cost.\nAR token/step, SD block/model: engine time per AR token "
+        "over the bare target step, and per SD block over gamma t_draft + t_verify\n(1 = no "
+        "engine overhead beyond the forward passes).")
+  print(f"report: {out}/sd_measure.json, {out}/speedup.png")
+  return {"models": what, "out": str(out), "cells": summary}
 
 
 if __name__ == "__main__":

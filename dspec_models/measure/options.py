@@ -1,0 +1,134 @@
+"""Settings of an SD measurement and their validation (clear ``ValueError``s).
+
+Defaults follow the paper's evaluation (section 5.1, Appendix C.4): block
+sizes ``gamma in {3, 5, 7}``, greedy (``T = 0``) and temperature sampling
+(``T = 1``), batch size 1, wall-clock times repeated (the paper: three times,
+mean; here medians, which a shared machine needs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+DEFAULT_GAMMAS = (3, 5, 7)
+DEFAULT_TEMPERATURES = (0.0, 1.0)
+
+
+def _is_int(x: Any) -> bool:
+  import numpy as np
+
+  return not isinstance(x, bool) and isinstance(x, (int, np.integer))
+
+
+def parse_int_list(name: str, text: Any) -> tuple[int, ...]:
+  """``"3,5,7"`` (or a sequence of ints) -> ``(3, 5, 7)``; ValueError naming ``name``."""
+  if isinstance(text, str):
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+      values = tuple(int(p) for p in parts)
+    except ValueError:
+      raise ValueError(f"{name} must be a comma-separated list of integers; got {text!r}") from None
+  else:
+    values = tuple(text)
+    if not all(_is_int(v) for v in values):
+      raise ValueError(f"{name} must hold integers; got {text!r}")
+    values = tuple(int(v) for v in values)
+  if not values:
+    raise ValueError(f"{name} must not be empty")
+  return values
+
+
+def parse_float_list(name: str, text: Any) -> tuple[float, ...]:
+  """``"0,1"`` (or a sequence of numbers) -> ``(0.0, 1.0)``; ValueError naming ``name``."""
+  parts = [p.strip() for p in text.split(",") if p.strip()] if isinstance(text, str) else list(text)
+  try:
+    values = tuple(float(p) for p in parts)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a comma-separated list of numbers; got {text!r}") from None
+  if not values:
+    raise ValueError(f"{name} must not be empty")
+  return values
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureOptions:
+  """What to measure (everything that must match for a run to resume).
+
+  Attributes:
+    gammas: block sizes (each ``>= 1``).
+    temperatures: sampling temperatures (each ``>= 0``; 0 = greedy).
+    lenience: None (lossless) or a lenience spec string such as ``"sq:0.5"``.
+    num_examples: held-out examples per cell (alpha, tau).
+    timing_examples: the first this many examples are also timed (SD and
+      autoregressive, interleaved); None = all, 0 = no wall-clock speedups.
+    repeats: timed repeats per example and decoder (median taken).
+    latency_repeats: paired repeats of the forward-pass timings behind ``c``.
+    max_new_tokens: maximum generated tokens per example (None: the target
+      run's ``max_target_len`` in :func:`dspec_models.measure.run.measure_runs`;
+      required by :func:`~dspec_models.measure.run.measure_sd`).
+    seed: PRNG seed; example ``i`` uses ``fold_in(PRNGKey(seed), i)``.
+  """
+
+  gammas: tuple[int, ...] = DEFAULT_GAMMAS
+  temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+  lenience: Optional[str] = None
+  num_examples: int = 100
+  timing_examples: Optional[int] = None
+  repeats: int = 3
+  latency_repeats: int = 9
+  max_new_tokens: Optional[int] = None
+  seed: int = 0
+
+  def validated(self) -> "MeasureOptions":
+    """A normalised copy (tuples, lenience as ``name:eps`` text); ValueError on bad input."""
+    from dspec_theory.lenience import parse_lenience
+
+    gammas = parse_int_list("gammas", self.gammas)
+    if min(gammas) < 1:
+      raise ValueError(f"gamma must be >= 1; got gammas={list(gammas)}")
+    if len(set(gammas)) != len(gammas):
+      raise ValueError(f"gammas must be distinct; got {list(gammas)}")
+    temps = parse_float_list("temperatures", self.temperatures)
+    for t in temps:
+      if not math.isfinite(t) or t < 0:
+        raise ValueError(f"temperature must be finite and >= 0; got temperatures={list(temps)}")
+    if len(set(temps)) != len(temps):
+      raise ValueError(f"temperatures must be distinct; got {list(temps)}")
+    lenience = parse_lenience(self.lenience)
+    for name, low in (("num_examples", 1), ("repeats", 1), ("latency_repeats", 1),
+                      ("max_new_tokens", 1), ("seed", 0)):
+      value = getattr(self, name)
+      if not _is_int(value) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    timing = self.timing_examples
+    if timing is None:
+      timing = self.num_examples
+    if not _is_int(timing) or timing < 0:
+      raise ValueError(f"timing_examples must be None or an int >= 0; got {timing!r}")
+    if timing > self.num_examples:
+      raise ValueError(f"timing_examples ({timing}) must be <= num_examples "
+                       f"({self.num_examples})")
+    return dataclasses.replace(
+        self, gammas=gammas, temperatures=temps,
+        lenience=None if lenience is None else str(lenience), timing_examples=int(timing),
+        num_examples=int(self.num_examples), repeats=int(self.repeats),
+        latency_repeats=int(self.latency_repeats), max_new_tokens=int(self.max_new_tokens),
+        seed=int(self.seed))
+
+  def cells(self) -> list[tuple[float, int]]:
+    """``(temperature, gamma)`` of every cell, in measuring order."""
+    return [(float(t), int(g)) for t in self.temperatures for g in self.gammas]
+
+  def as_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["gammas"] = list(self.gammas)
+    d["temperatures"] = list(self.temperatures)
+    return d
+
+
+def cell_key(temperature: float, gamma: int) -> str:
+  """The JSON key of a cell, e.g. ``"T0_g3"``."""
+  return f"T{float(temperature):g}_g{int(gamma)}"
+
