@@ -20,6 +20,9 @@ COMMAND_MODULES = (
     "dspec_cli.theory",
     "dspec_cli.proofs",
     "dspec_cli.check_sampler",
+    "dspec_cli.train",
+    "dspec_cli.distill",
+    "dspec_cli.sd",
 )
 
 

@@ -1,0 +1,167 @@
+"""``dspec distill``: DistillSpec (Algorithm A.2) -- distil a draft towards its target.
+
+  dspec distill --teacher runs/en_de/target --student runs/en_de/draft \\
+      --algo gkd --divergence jsd:0.5 --steps 300 --out runs/en_de/gkd_jsd
+  dspec distill ... --algo supervised_kd | seqkd | imitkd | fdistill | gkd
+  dspec distill ... --algo custom --divergence tvd --lambda1 0.2 --lambda2 0.7
+  dspec distill-summary runs/en_de/* --out results/distill_presets.json
+
+Presets (paper Table 1): supervised_kd (FKL, fixed data), seqkd (FKL on one-hot
+teacher samples), imitkd (FKL, fixed + student data), fdistill (TVD, student +
+teacher data), gkd (FKL by default, or --divergence jsd:<beta>; on-policy student
+data).  --divergence / --lambda1 / --lambda2 override any preset (fkl, rkl, tvd,
+jsd:<beta>; lambda1 = fixed-data fraction, lambda2 = student share of generated data).
+
+Evaluations (step 0 = the undistilled draft, then every --eval-every steps) log
+the measured SD alpha and tau at gamma 3/5/7 and T 0/1, the i.i.d. tau(alpha),
+the on-policy TVD eps, the Theorem 4.1 bound, 1 - TVD on held-out targets and the
+draft's task score to metrics.jsonl and plots/acceptance.png, plots/tau.png.
+Re-running on the same --out resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from dspec_cli.train import add_schedule_flags
+
+
+def _floats(text: str) -> tuple[float, ...]:
+  try:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated numbers; got {text!r}") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated integers; got {text!r}") from None
+
+
+def add_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+      "distill", help="DistillSpec: distil the draft towards the target (Algorithm A.2)",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--teacher", required=True, help="run directory of the trained target (dspec train)")
+  p.add_argument("--student", required=True, help="run directory of the trained draft (initial student)")
+  p.add_argument("--out", required=True, help="run directory of the distillation run")
+  p.add_argument("--algo", default="gkd",
+                 help="supervised_kd, seqkd, imitkd, fdistill, gkd or custom (default gkd)")
+  p.add_argument("--divergence", default=None, help="fkl, rkl, tvd or jsd:<beta> (overrides the preset)")
+  p.add_argument("--lambda1", type=float, default=None, help="fixed-data fraction (overrides the preset)")
+  p.add_argument("--lambda2", type=float, default=None,
+                 help="student fraction of generated data (overrides the preset)")
+  add_schedule_flags(p, 3e-3, "default 3e-3: Table C.1 uses 3e-4 over 300k steps; "
+                     "a few hundred CPU steps need a larger rate")
+  p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
+  p.add_argument("--eval-examples", type=int, default=64, help="held-out inputs for SD metrics")
+  p.add_argument("--score-examples", type=int, default=64,
+                 help="held-out examples decoded for the draft's task metric (0: skip)")
+  p.add_argument("--gammas", type=_ints, default=(3, 5, 7), help="SD block sizes (default 3,5,7; '' skips the SD measurement)")
+  p.add_argument("--temperatures", type=_floats, default=(0.0, 1.0),
+                 help="SD temperatures (default 0,1)")
+  p.add_argument("--length-samples", type=int, default=2,
+                 help="teacher samples per input for L_p(x) and Eq. 3 (default 2)")
+  p.set_defaults(func=run)
+
+  s = subparsers.add_parser(
+      "distill-summary", help="before/after tau and alpha of distillation runs (table + JSON)",
+      description="Collects summary.json of distillation run directories.")
+  s.add_argument("runs", nargs="+", help="distillation run directories")
+  s.add_argument("--out", default=None, help="write the collected JSON here")
+  s.add_argument("--temperature", type=float, default=1.0, help="SD temperature of the table")
+  s.add_argument("--remeasure", type=int, default=0, metavar="N",
+                 help="also measure the undistilled and the distilled draft on N held-out "
+                      "inputs with the same key (SD at gamma 3/5/7, T 0/1); slower, more precise")
+  s.set_defaults(func=run_summary)
+
+
+def run(args) -> int:
+  from dspec_models.distill.train import DistillOptions, train_distill
+
+  steps = args.steps if args.steps is not None else 300
+  options = DistillOptions(
+      run_dir=args.out, teacher_run=args.teacher, student_run=args.student, algo=args.algo,
+      divergence=args.divergence, lambda1=args.lambda1, lambda2=args.lambda2, steps=steps,
+      batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup_steps,
+      cooldown_begin=args.cooldown_begin, cooldown_end=args.cooldown_end,
+      multiply_by_parameter_scale=not args.no_param_scale, seed=args.seed,
+      log_every=args.log_every,
+      eval_every=args.eval_every if args.eval_every is not None else max(steps // 6, 1),
+      checkpoint_every=args.checkpoint_every or max(min(50, steps), 1),
+      eval_examples=args.eval_examples, score_examples=args.score_examples,
+      gammas=args.gammas, temperatures=args.temperatures, length_samples=args.length_samples,
+      num_devices=args.num_devices, train_limit=args.train_limit, progress=not args.no_progress)
+  summary = train_distill(options)
+  if args.json:
+    from dspec_cli._table import dumps
+
+    print(dumps(summary))
+    return 0
+  print(summary["recipe_description"])
+  print(_before_after_table([summary], 1.0 if 1.0 in options.temperatures
+                            else options.temperatures[0]))
+  print(f"plots: {args.out}/plots/  metrics: {args.out}/metrics.jsonl")
+  return 0
+
+
+def _before_after_table(summaries: list[dict], temperature: float) -> str:
+  from dspec_cli._table import format_table
+
+  tag = f"{float(temperature):g}"
+  headers = ["run", "steps"]
+  gammas = sorted({int(k.split("_g")[1].split("_")[0]) for s in summaries
+                   for k in s["after"] if k.startswith(f"sd_T{tag}_g") and k.endswith("_tau")})
+  for g in gammas:
+    headers += [f"tau g{g} before", "after"]
+  headers += ["alpha before", "after", "1-TVD before", "after"]
+  rows = []
+  for s in summaries:
+    name = (s.get("recipe") or {}).get("name", "?")
+    div = (s.get("recipe") or {}).get("divergence", "")
+    row = [f"{name}[{div}]", s["steps"]]
+    for g in gammas:
+      row += [s["before"].get(f"sd_T{tag}_g{g}_tau"), s["after"].get(f"sd_T{tag}_g{g}_tau")]
+    g0 = gammas[0] if gammas else 3
+    row += [s["before"].get(f"sd_T{tag}_g{g0}_alpha"), s["after"].get(f"sd_T{tag}_g{g0}_alpha"),
+            s["before"].get("alpha_tvd_heldout"), s["after"].get("alpha_tvd_heldout")]
+    rows.append([float("nan") if v is None else v for v in row])
+  return f"SD at T={tag} (alpha at gamma={gammas[0] if gammas else '?'}):\n" + format_table(
+      headers, rows, digits=3)
+
+
+def run_summary(args) -> int:
+  import json
+  from pathlib import Path
+
+  from dspec_models.training.rundir import write_json
+
+  summaries = []
+  for run_dir in args.runs:
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+      raise ValueError(f"runs: {run_dir!r} has no summary.json (not a finished distill run?)")
+    with open(path) as f:
+      summary = json.load(f)
+    if summary.get("kind") != "distill":
+      raise ValueError(f"runs: {run_dir!r} is not a distillation run")
+    summaries.append(summary)
+  print("Evaluations logged during training (first / last):")
+  print(_before_after_table(summaries, args.temperature))
+  collected = {"runs": [{k: v for k, v in s.items() if k != "trajectory"} for s in summaries]}
+  if args.remeasure:
+    from dspec_models.distill.train import remeasure_before_after
+
+    measured = [remeasure_before_after(r, num_examples=args.remeasure) for r in args.runs]
+    for m in measured:
+      m["steps"] = m["step"]
+    print(f"\nRe-measured on {measured[0]['num_examples']} held-out inputs, same key:")
+    for t in (0.0, 1.0):
+      print(_before_after_table(measured, t))
+    collected["remeasured"] = measured
+  if args.out:
+    write_json(args.out, collected)
+    print(f"wrote {args.out}")
+  return 0

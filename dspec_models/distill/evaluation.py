@@ -1,0 +1,182 @@
+"""Evaluation hooks of a distillation run: how well the draft (student) serves the target.
+
+Every quantity is computed on a fixed held-out subset (``N`` inputs ``x`` with
+reference outputs ``y*``) with a fixed evaluation key, so successive
+evaluations differ only through the student's parameters.  ``T_max`` is the
+maximum output length; temperatures of both models are the SD temperature.
+
+* **Measured SD** (:func:`sd_metrics`): for each temperature in
+  ``temperatures`` (0 and 1) and ``gamma`` in ``gammas`` (3, 5, 7), run
+  :func:`dspec_models.speculative.speculative_generate` on the ``N`` inputs and
+  record the mean over examples of the empirical acceptance rate
+  ``alpha = accepted / (accepted + rejected)`` and block efficiency
+  ``tau = |y| / target calls`` (section 3), their pooled ratios, and the
+  i.i.d. prediction ``tau_iid = (1 - alpha^(gamma+1)) / (1 - alpha)``
+  (Figure 3c) from the measured alpha.  Keys ``sd_T{T}_g{gamma}_{alpha,tau,tau_iid,...}``.
+* **Held-out teacher-forced alignment** (:func:`heldout_alignment`), on the
+  references ``y*`` (no sampling noise): ``alpha_tvd_heldout = 1 - mean_t
+  TVD(p_t, q_t)`` (mean token acceptance rate at T = 1, Leviathan et al.
+  Cor. 3.6), ``greedy_agreement_heldout = mean_t 1[argmax p_t = argmax q_t]``
+  (token acceptance at T = 0), and ``heldout_divergence`` (Eq. 2 with the
+  run's divergence).
+* **On-policy TVD** ``eps = mean_x (1/|y|) sum_t TVD(p_t, q_t)``, ``y ~ q(.|x)``
+  (Theorem 4.1's ``epsilon``; one student sample per input).
+* **Eq. (3) acceptance** ``alpha_eq3 = mean_x [1 - sum_{j,t} TVD / sum_j |y_j|]``
+  over ``K`` teacher samples ``y_j ~ p(.|x)``; ``L_p(x)`` is estimated by
+  ``mean_j |y_j|``.
+* **Theorem 4.1 bound** ``1 - T_max * mean_x[T_max / L_p(x)] * eps`` (Eq. 4),
+  estimated from the samples above (a plug-in estimate: vacuous, i.e.
+  negative, unless ``eps`` is small compared with ``1 / T_max``).
+* **Draft task score**: :func:`dspec_models.training.evaluation.task_score`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dspec_models import lm
+from dspec_models.configs import ModelConfig
+from dspec_models.distill.losses import per_sequence_divergence
+from dspec_models.distill.sampling import length_mask, sample_outputs
+from dspec_models.training.data import TokenizedSplit, target_mask
+from dspec_theory.block import block_efficiency
+from dspec_theory.divergences import divergence_from_logits
+
+Array = jax.Array
+Model = tuple[ModelConfig, Any]
+
+
+def _temperature_tag(t: float) -> str:
+  return f"{float(t):g}"
+
+
+@functools.partial(jax.jit, static_argnames=("divergence",))
+def _aligned_reductions(p_logits, q_logits, mask, *, divergence):
+  tvd = divergence_from_logits("tvd")(p_logits, q_logits, where=mask)        # [B, L]
+  agree = (jnp.argmax(p_logits, -1) == jnp.argmax(q_logits, -1)) & mask
+  per_seq, lengths = per_sequence_divergence(p_logits, q_logits, mask, divergence)
+  return jnp.sum(tvd, axis=-1), jnp.sum(agree, axis=-1), per_seq, lengths
+
+
+def _tvd_along(teacher: Model, student: Model, inputs, targets, mask, divergence="tvd"):
+  """Per row: ``(sum_t TVD, sum_t argmax agreement, mean_t divergence, |y|)`` along ``targets``.
+
+  The two teacher-forced passes are :func:`dspec_models.lm.forward_logits`
+  (compiled once per model and shape); the reductions are a small program.
+  """
+  batch = {"inputs": inputs, "targets": targets}
+  p_logits = lm.forward_logits(teacher[0], teacher[1], batch)
+  q_logits = lm.forward_logits(student[0], student[1], batch)
+  return _aligned_reductions(p_logits, q_logits, jnp.asarray(mask, bool), divergence=divergence)
+
+
+def heldout_alignment(teacher: Model, student: Model, data: TokenizedSplit,
+                      divergence: str = "fkl", batch_size: int = 64) -> dict:
+  """Teacher-forced alignment on the held-out references (deterministic); see module doc."""
+  tvd_sum = agree_sum = 0.0
+  tokens = 0
+  div_values = []
+  for start in range(0, data.num_examples, batch_size):
+    inputs = jnp.asarray(data.inputs[start:start + batch_size], jnp.int32)
+    targets = jnp.asarray(data.targets[start:start + batch_size], jnp.int32)
+    mask = jnp.asarray(target_mask(data.targets[start:start + batch_size]))
+    seq_tvd, agree, per_seq, lengths = _tvd_along(teacher, student, inputs, targets, mask,
+                                                  divergence)
+    tvd_sum += float(np.sum(np.asarray(seq_tvd, np.float64)))
+    agree_sum += float(np.sum(np.asarray(agree)))
+    tokens += int(np.sum(np.asarray(lengths)))
+    div_values.append(np.asarray(per_seq, np.float64)[np.asarray(lengths) > 0])
+  return {"alpha_tvd_heldout": 1.0 - tvd_sum / tokens,
+          "greedy_agreement_heldout": agree_sum / tokens,
+          "heldout_divergence": float(np.mean(np.concatenate(div_values))),
+          "heldout_tokens": tokens}
+
+
+def sampled_tvd(teacher: Model, student: Model, inputs: Array, sampler: Model, key: Array,
+                max_len: int) -> tuple[np.ndarray, np.ndarray]:
+  """Draws ``y ~ sampler(.|x)`` (T = 1) and returns ``(sum_t TVD(p_t, q_t) [N], |y| [N])``."""
+  tokens, lengths = sample_outputs(sampler[0], sampler[1], inputs, key, max_len)
+  mask = length_mask(lengths, max_len)
+  seq_tvd, _, _, lens = _tvd_along(teacher, student, inputs, tokens, mask)
+  return np.asarray(seq_tvd, np.float64), np.asarray(lens, np.int64)
+
+
+def theorem41_metrics(teacher: Model, student: Model, inputs: np.ndarray, key: Array,
+                      max_len: int, length_samples: int = 2) -> dict:
+  """``eps`` (on-policy TVD), ``alpha_eq3``, ``L_p`` statistics and the Theorem 4.1 bound."""
+  inputs = jnp.asarray(inputs, jnp.int32)
+  k_student, k_teacher = jax.random.split(key)
+  s_tvd, s_len = sampled_tvd(teacher, student, inputs, student, k_student, max_len)
+  eps = float(np.mean(s_tvd / np.maximum(s_len, 1)))
+  t_tvd, t_len = [], []
+  for j in range(length_samples):
+    tv, ln = sampled_tvd(teacher, student, inputs, teacher, jax.random.fold_in(k_teacher, j),
+                         max_len)
+    t_tvd.append(tv)
+    t_len.append(ln)
+  t_tvd = np.stack(t_tvd)
+  t_len = np.stack(t_len).astype(np.float64)
+  l_p = t_len.mean(axis=0)                                   # L_p(x) estimates [N]
+  alpha_x = 1.0 - t_tvd.sum(axis=0) / np.maximum(t_len.sum(axis=0), 1.0)
+  t_over_lp = float(np.mean(max_len / np.maximum(l_p, 1.0)))
+  return {"eps_on_policy": eps,
+          "alpha_eq3": float(np.mean(alpha_x)),
+          "mean_Lp": float(np.mean(l_p)),
+          "mean_T_over_Lp": t_over_lp,
+          "max_len": int(max_len),
+          "theorem41_bound": 1.0 - max_len * t_over_lp * eps,
+          "mean_student_length": float(np.mean(s_len))}
+
+
+def _mean(values: list) -> Optional[float]:
+  vals = [v for v in values if v is not None]
+  return float(np.mean(vals)) if vals else None
+
+
+def sd_metrics(teacher: Model, student: Model, inputs: np.ndarray, key: Array, *,
+               gammas: Sequence[int] = (3, 5, 7), temperatures: Sequence[float] = (0.0, 1.0),
+               max_new_tokens: int) -> dict:
+  """Measured SD alpha and tau (and the i.i.d. tau prediction) per temperature and gamma."""
+  from dspec_models.speculative import per_example_records, speculative_generate, summarize
+
+  out = {}
+  inputs = np.asarray(inputs, np.int32)
+  for ti, t in enumerate(temperatures):
+    for g in gammas:
+      k = jax.random.fold_in(jax.random.fold_in(key, ti), int(g))
+      res = speculative_generate(teacher, student, inputs, gamma=int(g), temperature=float(t),
+                                 key=k, max_new_tokens=int(max_new_tokens))
+      records = per_example_records(res)
+      pooled = summarize(res)
+      alpha = _mean([r["alpha_tested"] for r in records])
+      tau = _mean([r["tau"] for r in records])
+      prefix = f"sd_T{_temperature_tag(t)}_g{int(g)}"
+      out[f"{prefix}_alpha"] = alpha
+      out[f"{prefix}_tau"] = tau
+      out[f"{prefix}_alpha_pooled"] = pooled["pooled_alpha_tested"]
+      out[f"{prefix}_tau_pooled"] = pooled["pooled_tau"]
+      out[f"{prefix}_tau_iid"] = (None if alpha is None else
+                                  float(block_efficiency(np.float64(alpha), int(g))))
+      out[f"{prefix}_mean_length"] = float(np.mean([r["length"] for r in records]))
+      out[f"{prefix}_tested"] = int(sum(r["accepted"] + r["rejected"] for r in records))
+  return out
+
+
+def alignment_metrics(teacher: Model, student: Model, heldout: TokenizedSplit, key: Array, *,
+                      divergence: str, gammas: Sequence[int] = (3, 5, 7),
+                      temperatures: Sequence[float] = (0.0, 1.0), max_new_tokens: int,
+                      length_samples: int = 2, batch_size: int = 64) -> dict:
+  """All the evaluation quantities of the module doc except the task score."""
+  k_sd, k_theorem = jax.random.split(key)
+  out = heldout_alignment(teacher, student, heldout, divergence, batch_size)
+  out.update(theorem41_metrics(teacher, student, heldout.inputs, k_theorem, max_new_tokens,
+                               length_samples))
+  if gammas and temperatures:
+    out.update(sd_metrics(teacher, student, heldout.inputs, k_sd, gammas=gammas,
+                          temperatures=temperatures, max_new_tokens=max_new_tokens))
+  return out
