@@ -5,11 +5,15 @@
 2. :mod:`benchmarks.bench_sd_engine`: realized vs predicted wall-clock speedup
    of speculative decoding (trained run directories if present, else random
    tiny models; the output says which).
+3. :mod:`benchmarks.bench_distill`: GKD step time / supervised step time, and
+   student-sampling tokens/s.
 """
 
-from benchmarks import bench_sd_engine, bench_theory
+from benchmarks import bench_distill, bench_sd_engine, bench_theory
 
 if __name__ == "__main__":
   bench_theory.main([])
   print()
   bench_sd_engine.main([])
+  print()
+  bench_distill.main([])

@@ -24,9 +24,13 @@ maximum output length; temperatures of both models are the SD temperature.
 * **Eq. (3) acceptance** ``alpha_eq3 = mean_x [1 - sum_{j,t} TVD / sum_j |y_j|]``
   over ``K`` teacher samples ``y_j ~ p(.|x)``; ``L_p(x)`` is estimated by
   ``mean_j |y_j|``.
-* **Theorem 4.1 bound** ``1 - T_max * mean_x[T_max / L_p(x)] * eps`` (Eq. 4),
-  estimated from the samples above (a plug-in estimate: vacuous, i.e.
-  negative, unless ``eps`` is small compared with ``1 / T_max``).
+* **Theorem 4.1 bound**, estimated from the samples above (plug-in
+  estimates: vacuous, i.e. negative, unless ``eps`` is small compared with
+  ``1 / T_max``).  ``theorem41_bound = 1 - T_max * mean_x[(T_max / L_p(x))
+  eps(x)]`` is the form the proof supports for a distribution over inputs
+  (Eq. 4 applied per input, then averaged); ``theorem41_bound_as_stated = 1
+  - T_max * mean_x[T_max / L_p(x)] * eps`` is Eq. 4 as printed, which
+  ``dspec proofs`` shows can exceed E[alpha] (``proofs_checks.counterexamples``).
 * **Draft task score**: :func:`dspec_models.training.evaluation.task_score`.
 """
 
@@ -112,24 +116,54 @@ def theorem41_metrics(teacher: Model, student: Model, inputs: np.ndarray, key: A
   inputs = jnp.asarray(inputs, jnp.int32)
   k_student, k_teacher = jax.random.split(key)
   s_tvd, s_len = sampled_tvd(teacher, student, inputs, student, k_student, max_len)
-  eps = float(np.mean(s_tvd / np.maximum(s_len, 1)))
   t_tvd, t_len = [], []
   for j in range(length_samples):
     tv, ln = sampled_tvd(teacher, student, inputs, teacher, jax.random.fold_in(k_teacher, j),
                          max_len)
     t_tvd.append(tv)
     t_len.append(ln)
-  t_tvd = np.stack(t_tvd)
-  t_len = np.stack(t_len).astype(np.float64)
-  l_p = t_len.mean(axis=0)                                   # L_p(x) estimates [N]
+  return theorem41_estimates(s_tvd, s_len, np.stack(t_tvd), np.stack(t_len), max_len)
+
+
+def theorem41_estimates(student_tvd: np.ndarray, student_len: np.ndarray,
+                        teacher_tvd: np.ndarray, teacher_len: np.ndarray, max_len: int) -> dict:
+  """Plug-in estimates of Theorem 4.1's quantities from sampled sequences.
+
+  Args:
+    student_tvd, student_len: ``[N]``: ``sum_t TVD(p_t, q_t)`` and ``|y|`` along one
+      student sample ``y ~ q(.|x)`` per input ``x``.
+    teacher_tvd, teacher_len: ``[K, N]``: the same along ``K`` teacher samples ``y ~ p(.|x)``.
+    max_len: ``T``.
+
+  Returns:
+    ``eps = mean_x eps(x)`` with ``eps(x) = sum_t TVD / |y|`` (Eq. 2 normalisation);
+    ``alpha_eq3 = mean_x [1 - sum_{j,t} TVD / sum_j |y_j|]`` (Eq. 3);
+    ``L_p(x) = mean_j |y_j|``; ``theorem41_bound = 1 - T mean_x[(T / L_p(x)) eps(x)]`` (Eq. 4
+    per input, averaged: the form the proof supports) and
+    ``theorem41_bound_as_stated = 1 - T mean_x[T / L_p(x)] eps`` (Eq. 4 as printed).
+
+  Example:
+    >>> e = theorem41_estimates(np.array([1.0, 0.0]), np.array([4, 2]),
+    ...                         np.array([[2.0, 0.0]]), np.array([[4, 2]]), 4)
+    >>> round(e["theorem41_bound"], 6), round(e["theorem41_bound_as_stated"], 6)
+    (0.5, 0.25)
+  """
+  s_len = np.asarray(student_len, np.float64)
+  t_tvd = np.asarray(teacher_tvd, np.float64)
+  t_len = np.asarray(teacher_len, np.float64)
+  eps_x = np.asarray(student_tvd, np.float64) / np.maximum(s_len, 1.0)   # eps(x) [N]
+  eps = float(np.mean(eps_x))
+  l_p = t_len.mean(axis=0)                                               # L_p(x) [N]
   alpha_x = 1.0 - t_tvd.sum(axis=0) / np.maximum(t_len.sum(axis=0), 1.0)
-  t_over_lp = float(np.mean(max_len / np.maximum(l_p, 1.0)))
+  t_over_lp_x = max_len / np.maximum(l_p, 1.0)                           # T / L_p(x) [N]
+  t_over_lp = float(np.mean(t_over_lp_x))
   return {"eps_on_policy": eps,
           "alpha_eq3": float(np.mean(alpha_x)),
           "mean_Lp": float(np.mean(l_p)),
           "mean_T_over_Lp": t_over_lp,
           "max_len": int(max_len),
-          "theorem41_bound": 1.0 - max_len * t_over_lp * eps,
+          "theorem41_bound": 1.0 - max_len * float(np.mean(t_over_lp_x * eps_x)),
+          "theorem41_bound_as_stated": 1.0 - max_len * t_over_lp * eps,
           "mean_student_length": float(np.mean(s_len))}
 
 

@@ -40,9 +40,9 @@ from dspec_models.distill.sampling import length_mask, sample_outputs
 from dspec_models.training import checkpoint as ckpt
 from dspec_models.training import data as data_lib
 from dspec_models.training import evaluation as train_eval
-from dspec_models.training import loop, parallel, plots, rundir
+from dspec_models.training import loop, parallel, rundir
 from dspec_models.training.schedule import learning_rate_at, make_optimizer
-from dspec_models.training.sft import check_common_options, schedule_config
+from dspec_models.training.sft import check_common_options, run_loop, schedule_config
 from dspec_models.training.step import init_optimizer, make_update_step
 
 SD_GAMMAS = (3, 5, 7)
@@ -163,12 +163,7 @@ def train_distill(options: DistillOptions, *,
   heldout = data_lib.load_split(task, "validation", max_input_len=in_len,
                                 max_target_len=out_len, vocab_size=vocab_size,
                                 limit=options.eval_examples)
-  score_n = min(options.score_examples, heldout.num_examples)
-  references = None
-  if score_n > 0 and train_eval.metric_kind(task) != "perplexity":
-    from dspec_models.data import load_examples
-
-    references = [ex["targets"] for ex in load_examples(task, "validation", limit=score_n)]
+  score_n, references = train_eval.score_references(task, options.score_examples, heldout)
 
   run_config = {
       "kind": "distill", "task": task, "model_name": s_extra.get("model_name", s_cfg.name),
@@ -241,21 +236,16 @@ def train_distill(options: DistillOptions, *,
                                        max_new_tokens=out_len))
     return out
 
-  loop_options = loop.LoopOptions(
-      num_steps=options.steps, log_every=options.log_every, eval_every=options.eval_every,
-      checkpoint_every=options.checkpoint_every, progress=options.progress,
-      desc=f"distill {recipe.name}")
-  state = loop.run_training(run_dir, state, step_fn, loop_options, manager,
-                            eval_fn=eval_fn if options.evaluate else None,
-                            plot_fn=plots.plot_run, on_step_end=on_step_end,
-                            extra_meta={"batch_size": options.batch_size})
+  state = run_loop(run_dir, state, step_fn, options, manager, eval_fn=eval_fn,
+                   on_step_end=on_step_end, desc=f"distill {recipe.name}")
   summary = summarize_run(run_dir, gammas=gammas, temperatures=temperatures)
   rundir.write_json(run_dir / "summary.json", summary)
   return summary
 
 
 _SUMMARY_KEYS = ("alpha_tvd_heldout", "greedy_agreement_heldout", "heldout_divergence",
-                 "eps_on_policy", "alpha_eq3", "theorem41_bound", "mean_Lp", "score", "metric")
+                 "eps_on_policy", "alpha_eq3", "theorem41_bound", "theorem41_bound_as_stated",
+                 "mean_Lp", "score", "metric")
 
 
 def summarize_run(run_dir: Path | str, gammas: Sequence[int] = SD_GAMMAS,

@@ -32,6 +32,18 @@ def _title(report: dict) -> str:
           + (f", lenience {s['options']['lenience']}" if s["options"].get("lenience") else ""))
 
 
+def _save(fig, path: Path | str) -> str:
+  """Lays out, writes (creating the folder) and closes ``fig``; returns the path."""
+  import matplotlib.pyplot as plt
+
+  fig.tight_layout()
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return str(path)
+
+
 def plot_tau(report: dict, path: Path | str) -> str:
   """Writes ``tau.png`` (module doc); returns the path."""
   import matplotlib
@@ -79,12 +91,7 @@ def plot_tau(report: dict, path: Path | str) -> str:
   ax2.set_title("mean tau (± s.e.) and i.i.d. prediction")
   ax2.legend(fontsize=7)
   fig.suptitle(_title(report))
-  fig.tight_layout()
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return str(path)
+  return _save(fig, path)
 
 
 def plot_speedup(report: dict, path: Path | str) -> str:
@@ -132,9 +139,4 @@ def plot_speedup(report: dict, path: Path | str) -> str:
   ax2.set_ylabel("realized speedup")
   ax2.legend(fontsize=7)
   fig.suptitle(_title(report) + f" -- {report['environment'].get('device')}")
-  fig.tight_layout()
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return str(path)
+  return _save(fig, path)

@@ -72,6 +72,22 @@ def metric_kind(task: str) -> str:
   return task_spec(task).metric
 
 
+def score_references(task: str, score_examples: int, heldout: TokenizedSplit
+                     ) -> tuple[int, Optional[list[str]]]:
+  """``(n, references)``: how many held-out rows get a task score, and their reference texts.
+
+  ``references`` are the untruncated texts of the first ``n`` validation
+  examples (same order as ``heldout``), or ``None`` when nothing is scored
+  (``n == 0``, or a perplexity task, which needs no references).
+  """
+  n = min(score_examples, heldout.num_examples)
+  if n <= 0 or metric_kind(task) == "perplexity":
+    return n, None
+  from dspec_models.data import load_examples
+
+  return n, [ex["targets"] for ex in load_examples(task, "validation", limit=n)]
+
+
 def score_texts(task: str, predictions: list[str], references: list[str]) -> dict:
   """The task's metric(s) of ``predictions`` against ``references`` (0-100 scale)."""
   from dspec_models import metrics

@@ -87,6 +87,20 @@ def sft_loss(config: ModelConfig, params: Any, batch: dict) -> tuple[jax.Array, 
   return loss, {"tokens": count}
 
 
+def run_loop(run_dir: Path, state: ckpt.TrainState, step_fn: Callable, options: Any,
+             manager: Any, *, eval_fn: Callable, on_step_end: Optional[Callable], desc: str
+             ) -> ckpt.TrainState:
+  """:func:`loop.run_training` with the logging/eval/checkpoint cadence of ``options``
+  (an :class:`SFTOptions` or a distillation run's options) and the run's plots."""
+  loop_options = loop.LoopOptions(
+      num_steps=options.steps, log_every=options.log_every, eval_every=options.eval_every,
+      checkpoint_every=options.checkpoint_every, progress=options.progress, desc=desc)
+  return loop.run_training(run_dir, state, step_fn, loop_options, manager,
+                           eval_fn=eval_fn if options.evaluate else None,
+                           plot_fn=plots.plot_run, on_step_end=on_step_end,
+                           extra_meta={"batch_size": options.batch_size})
+
+
 def schedule_config(options: Any) -> ScheduleConfig:
   """The :class:`ScheduleConfig` of options with ``steps``, ``learning_rate`` and the step flags."""
   warmup, begin, end = scaled_table_c1_steps(options.steps)
@@ -161,12 +175,7 @@ def train_sft(options: SFTOptions, *,
   valid = data_lib.load_split(task, "validation", max_input_len=in_len,
                               max_target_len=out_len, vocab_size=options.vocab_size,
                               limit=options.eval_examples)
-  score_n = min(options.score_examples, valid.num_examples)
-  references = None
-  if score_n > 0 and evaluation.metric_kind(task) != "perplexity":
-    from dspec_models.data import load_examples
-
-    references = [ex["targets"] for ex in load_examples(task, "validation", limit=score_n)]
+  score_n, references = evaluation.score_references(task, options.score_examples, valid)
 
   previous = rundir.read_config(run_dir) if (run_dir / rundir.CONFIG_FILE).is_file() else None
   run_config = {
@@ -209,14 +218,8 @@ def train_sft(options: SFTOptions, *,
                                        vocab_size=options.vocab_size, max_new_tokens=out_len))
     return out
 
-  loop_options = loop.LoopOptions(
-      num_steps=options.steps, log_every=options.log_every, eval_every=options.eval_every,
-      checkpoint_every=options.checkpoint_every, progress=options.progress,
-      desc=f"train {name}")
-  state = loop.run_training(run_dir, state, step_fn, loop_options, manager,
-                            eval_fn=eval_fn if options.evaluate else None,
-                            plot_fn=plots.plot_run, on_step_end=on_step_end,
-                            extra_meta={"batch_size": options.batch_size})
+  state = run_loop(run_dir, state, step_fn, options, manager, eval_fn=eval_fn,
+                   on_step_end=on_step_end, desc=f"train {name}")
   evals = rundir.read_metrics(run_dir, "eval")
   summary = {"run_dir": str(run_dir), "kind": "sft", "task": task, "model_name": name,
              "step": state.step, "num_params": lm.count_params(state.params),
