@@ -3,10 +3,14 @@
 1. ``sd_stats`` at V=1024, T=128, gamma=7: achieved FLOP/s (useful
    multiply-adds of the recursion divided by wall time) as a fraction of a
    plain dense float64 1024x1024 matmul's FLOP/s on the same machine, same run.
-   Goal >= 0.5.
+   Goal >= 0.5.  Also printed: the FLOP/s of the recursion's bare products
+   alone (a scan of ``[gamma x V] @ [V x V]`` and ``[1 x 2V] @ [2V x V]`` over
+   ``T - 1`` steps, nothing else), i.e. what this machine attains for those
+   skinny, bandwidth-bound shapes, and the recursion's fraction of it.
 2. Monte Carlo speculative decoding of a Markov LM: samples per second of the
    vectorised JAX simulator relative to a straightforward pure-Python
-   simulator of the same algorithm. Goal >= 1000x.
+   simulator of the same algorithm, at V=32/T=32/gamma=4 and at the
+   sd_stats size V=1024/T=128/gamma=7. Goal >= 1000x.
 
 Run: ``python -m benchmarks.bench_theory [--quick]``.
 """
@@ -50,12 +54,36 @@ def bench_sd_stats(vocab=1024, max_len=128, gamma=7, repeats=5) -> dict:
     matmul = jax.jit(lambda x, y: x @ y)
     t_mm = _best_of(lambda: matmul(a, b).block_until_ready(), repeats)
   mm_flops = 2 * vocab**3
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(2)
+    kernel_a = jnp.asarray(rng.random((vocab, vocab)))
+    kernel_rp = jnp.asarray(rng.random((2 * vocab, vocab)))
+    state0 = jnp.asarray(rng.random((gamma + 1, vocab)) / vocab)
+
+    @jax.jit
+    def bare_products(u):
+      def step(u, _):
+        kept = u[:gamma] @ kernel_a
+        restart = jnp.concatenate([u[0], u[gamma]]) @ kernel_rp
+        return jnp.concatenate([restart[None], kept], axis=0) * 0.5, None
+      return jax.lax.scan(step, u, None, length=max_len - 1)[0]
+
+    t_bare = _best_of(lambda: bare_products(state0).block_until_ready(), repeats)
+  bare_flops = 2 * (max_len - 1) * (gamma + 2) * vocab * vocab
   return {
       "sd_stats_seconds": t_sd,
       "sd_stats_gflops": flops / t_sd / 1e9,
       "matmul_gflops": mm_flops / t_mm / 1e9,
       "flops_fraction_of_matmul": (flops / t_sd) / (mm_flops / t_mm),
+      "bare_products_gflops": bare_flops / t_bare / 1e9,
+      "flops_fraction_of_bare_products": (flops / t_sd) / (bare_flops / t_bare),
   }
+
+
+# Markov LM sizes of the Monte Carlo comparison: small (Python's best case) to the
+# sd_stats size (V=1024, T=128, gamma=7).
+MC_SIZES = (dict(vocab=32, max_len=32, gamma=4, num_samples=200_000, python_samples=400),
+            dict(vocab=1024, max_len=128, gamma=7, num_samples=50_000, python_samples=60))
 
 
 def bench_monte_carlo(vocab=32, max_len=32, gamma=4, num_samples=200_000, python_samples=400) -> dict:
@@ -91,6 +119,7 @@ def bench_monte_carlo(vocab=32, max_len=32, gamma=4, num_samples=200_000, python
   exact = mk.sd_stats(p, q, max_len, gamma)
   res = run_jax()
   return {
+      "vocab": vocab, "max_len": max_len, "gamma": gamma,
       "jax_samples_per_second": num_samples / t_jax,
       "python_samples_per_second": python_samples / t_py,
       "speedup_vs_python": (num_samples / t_jax) / (python_samples / t_py),
@@ -107,23 +136,27 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   if args.quick:
     sd = bench_sd_stats(vocab=256, max_len=32, repeats=2)
-    mc = bench_monte_carlo(num_samples=20_000, python_samples=100)
+    mcs = [bench_monte_carlo(num_samples=20_000, python_samples=100)]
   else:
     sd = bench_sd_stats()
-    mc = bench_monte_carlo()
+    mcs = [bench_monte_carlo(**size) for size in MC_SIZES]
   print("sd_stats (V=1024, T=128, gamma=7)" if not args.quick else "sd_stats (quick)")
   print(f"  time {sd['sd_stats_seconds']:.3f} s, {sd['sd_stats_gflops']:.1f} GFLOP/s;"
         f" dense f64 matmul {sd['matmul_gflops']:.1f} GFLOP/s")
   print(f"  FLOP/s fraction of matmul: {sd['flops_fraction_of_matmul']:.2f}  (goal >= 0.5)")
-  print("Monte Carlo SD on a Markov LM (V=32, T=32, gamma=4)")
-  print(f"  JAX {mc['jax_samples_per_second']:.0f} samples/s, pure Python"
-        f" {mc['python_samples_per_second']:.0f} samples/s")
-  print(f"  ratio: {mc['speedup_vs_python']:.0f}x  (goal >= 1000x)")
-  print(f"  E[target calls]: exact {mc['exact_target_calls']:.4f}, JAX MC"
-        f" {mc['jax_mean_target_calls']:.4f}, Python MC {mc['python_mean_target_calls']:.4f}")
+  print(f"  the same skinny products alone: {sd['bare_products_gflops']:.1f} GFLOP/s;"
+        f" sd_stats reaches {sd['flops_fraction_of_bare_products']:.2f} of that")
+  for mc in mcs:
+    print(f"Monte Carlo SD on a Markov LM (V={mc['vocab']}, T={mc['max_len']}, "
+          f"gamma={mc['gamma']})")
+    print(f"  JAX {mc['jax_samples_per_second']:.0f} samples/s, pure Python"
+          f" {mc['python_samples_per_second']:.0f} samples/s")
+    print(f"  ratio: {mc['speedup_vs_python']:.0f}x  (goal >= 1000x)")
+    print(f"  E[target calls]: exact {mc['exact_target_calls']:.4f}, JAX MC"
+          f" {mc['jax_mean_target_calls']:.4f}, Python MC {mc['python_mean_target_calls']:.4f}")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"sd_stats": sd, "monte_carlo": mc}, f, indent=2)
+      json.dump({"sd_stats": sd, "monte_carlo": mcs}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -341,11 +341,47 @@ def simulate_finite_state(
   )
 
 
+def _last_positive(rows: Array) -> Array:
+  """Per row, the index of the last entry > 0 (0 for an all-zero row)."""
+  return (rows.shape[1] - 1 - jnp.argmax(rows[:, ::-1] > 0, axis=-1)).astype(jnp.int32)
+
+
+def _row_inverse_cdf(cdf: Array, last: Array, row: Array, u: Array) -> Array:
+  """:func:`_inverse_cdf` on row ``row`` of precomputed cumulative rows ``cdf`` [C, V].
+
+  Binary search with scalar gathers (``ceil(log2(V + 1))`` of them): counts the
+  entries ``<= u * total`` -- the same index as ``sum(cdf[row] <= u * total)``
+  on a monotone row -- without gathering the whole row, so a draw costs
+  ``O(log V)`` instead of ``O(V)`` per lane.  Clamped to the row's last
+  positive-weight token (``last[row]``) as :func:`_inverse_cdf`.
+  """
+  vocab = cdf.shape[1]
+  x = u * cdf[row, vocab - 1]
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    mid = (lo + hi) // 2
+    go_right = (lo < hi) & (cdf[row, jnp.minimum(mid, vocab - 1)] <= x)
+    return jnp.where(go_right, mid + 1, lo), jnp.where(go_right | (lo >= hi), hi, mid)
+
+  lo, _ = jax.lax.fori_loop(0, int(np.ceil(np.log2(vocab + 1))), halve,
+                            (jnp.int32(0), jnp.int32(vocab)))
+  return jnp.minimum(lo, last[row]).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
 def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenience):
-
+  # Everything a block needs depends only on contexts, so the distributions the
+  # sampler draws from are precomputed once per context: the draft rows, the
+  # target rows (bonus token) and the residuals max(0, p - q) (resampling),
+  # as cumulative sums.  A lane then does O(gamma log V) work per block
+  # (scalar gathers and binary searches) instead of O(gamma V).
   q_cdf = jnp.cumsum(q_rows, axis=-1)
-  q_last = (q_rows.shape[1] - 1 - jnp.argmax(q_rows[:, ::-1] > 0, axis=-1)).astype(jnp.int32)
+  p_cdf = jnp.cumsum(p_rows, axis=-1)
+  residual = jnp.maximum(p_rows - q_rows, 0.0)
+  r_cdf = jnp.cumsum(residual, axis=-1)
+  q_last, p_last, r_last = (_last_positive(w) for w in (q_rows, p_rows, residual))
+  has_residual = jnp.sum(residual, axis=-1) > 0
 
   def one(key):
     buf_len = max_len + gamma + 1
@@ -361,9 +397,7 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
 
       def draft_one(carry, u):
         ctx, stopped = carry
-        # Inverse CDF on the precomputed cumulative row (no cumsum per draw).
-        row_cdf = q_cdf[ctx]
-        tok = jnp.minimum(jnp.sum(row_cdf <= u * row_cdf[-1]), q_last[ctx]).astype(jnp.int32)
+        tok = _row_inverse_cdf(q_cdf, q_last, ctx, u)
         return (children[ctx, tok], stopped | (tok == eos)), (ctx, tok, stopped)
 
       (ctx_after, _), (ctxs, toks, stopped_before) = jax.lax.scan(
@@ -373,14 +407,27 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
       room = max_len - n
       num_draft = jnp.minimum(jnp.sum(~stopped_before), room).astype(jnp.int32)
       all_ctx = jnp.concatenate([ctxs, ctx_after[None]])
-      draft_probs = q_rows[ctxs]
-      target_probs = p_rows[all_ctx]
-      step = _verify(
-          uniforms[gamma: 2 * gamma], lambda w: _inverse_cdf(uniforms[-1], w), toks,
-          draft_probs, target_probs, lenience, num_draft,
-      )
-      emitted = step.num_accepted + 1
+      # Lines 5-12 of Algorithm A.1 (as _verify): accept draft i with
+      # probability min(1, f(p)/q), i.e. iff u_i q < f(p); the first rejection
+      # at n resamples from norm(max(0, p - q)) of context n (from p when that
+      # residual is empty); no rejection draws the bonus token from p.
+      q_tok = q_rows[ctxs, toks]
+      threshold = apply_lenience(p_rows[ctxs, toks], lenience)
+      accepted = uniforms[gamma: 2 * gamma] * q_tok < threshold
+      rejected = (~accepted) & (jnp.arange(gamma) < num_draft)
+      any_rejected = jnp.any(rejected)
+      num_accepted = jnp.where(any_rejected, jnp.argmax(rejected), num_draft).astype(jnp.int32)
+      final_ctx = all_ctx[num_accepted]
+      use_residual = any_rejected & has_residual[final_ctx]
+      final = jnp.where(use_residual,
+                        _row_inverse_cdf(r_cdf, r_last, final_ctx, uniforms[-1]),
+                        _row_inverse_cdf(p_cdf, p_last, final_ctx, uniforms[-1]))
       idx = jnp.arange(gamma + 1)
+      padded = jnp.concatenate([toks.astype(jnp.int32), jnp.zeros((1,), jnp.int32)])
+      step_tokens = jnp.where(idx < num_accepted, padded, -1)
+      step_tokens = jnp.where(idx == num_accepted, final, step_tokens)
+      step = SpeculativeStep(step_tokens, num_accepted)
+      emitted = step.num_accepted + 1
       is_eos = (step.tokens == eos) & (idx < emitted)
       has_eos = jnp.any(is_eos)
       keep = jnp.where(has_eos, jnp.argmax(is_eos) + 1, emitted)

@@ -259,3 +259,27 @@ def test_simulate_bad_input():
   with pytest.raises(ValueError, match="children must have shape"):
     S.simulate_finite_state(np.full((2, 3), 1 / 3), np.full((2, 3), 1 / 3), np.zeros((2, 2)), 0, 0,
                             4, 2, key=jax.random.key(0), num_samples=2)
+
+
+def test_row_inverse_cdf_equals_inverse_cdf_of_the_row():
+  """The simulator's O(log V) binary search picks exactly what the O(V) inverse CDF picks,
+  including at the cdf steps, u = 0, zero-weight tokens and one-hot rows."""
+  rng = np.random.default_rng(0)
+  for vocab in (1, 2, 3, 7, 8, 33):
+    w = rng.random((5, vocab))
+    w[w < 0.4] = 0.0
+    w[:, 0] += 0.1  # every row has mass
+    w[1] = 0.0
+    w[1, -1] = 1.0
+    w[2] = 0.0
+    w[2, vocab // 2] = 1.0
+    cdf = jnp.cumsum(jnp.asarray(w), axis=-1)
+    last = S._last_positive(jnp.asarray(w))
+    by_search = jax.jit(jax.vmap(lambda r, u: S._row_inverse_cdf(cdf, last, r, u)))
+    by_scan = jax.jit(jax.vmap(lambda r, u: S._inverse_cdf(u, jnp.asarray(w)[r])))
+    for row in range(5):
+      steps = np.cumsum(w[row])
+      us = np.concatenate([rng.random(200), [0.0, np.nextafter(1.0, 0.0)], steps[:-1] / steps[-1]])
+      rows = np.full(us.shape, row, np.int32)
+      np.testing.assert_array_equal(np.asarray(by_search(rows, jnp.asarray(us))),
+                                    np.asarray(by_scan(rows, jnp.asarray(us))))
