@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-fast test-slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,16 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/dspec demo --out results/demo
 
+# The whole suite (what CI runs): about 10 min on 2 cores, slow tests included.
 test: setup
+	$(BIN)/python -m pytest -q -n 2
+
+# Without the tests marked slow (about 2 min less).
+test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" -n 2
 
 test-slow: setup
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow -n 2
 
 bench: setup
 	$(BIN)/python -m benchmarks
