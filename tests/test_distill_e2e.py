@@ -150,8 +150,11 @@ def test_custom_mix_resumes_bit_identically(pair, tmp_path):
   assert used == {"fixed", "student", "teacher"}, used
   assert straight == [dict(r, steps_per_s=r2["steps_per_s"], tokens_per_s=r2["tokens_per_s"])
                       for r, r2 in zip(read_metrics(tmp_path / "crashed", "train"), straight)]
-  _, a, _ = load_model(tmp_path / "straight")
+  _, a, extra = load_model(tmp_path / "straight")
   _, b, _ = load_model(tmp_path / "crashed")
+  # the distillation run stores the teacher's SentencePiece model beside its checkpoints
+  stored = tmp_path / "straight" / extra["vocab"]["run_copy"]
+  assert stored.read_bytes() == (teacher / extra["vocab"]["run_copy"]).read_bytes()
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8))
 

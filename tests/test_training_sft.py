@@ -161,6 +161,11 @@ def test_dspec_train_learns_on_real_text_and_load_model_returns_the_params(tmp_p
   config = json.loads((out / "config.json").read_text())
   assert config["task"] == TASK and config["kind"] == "sft"
   assert config["model"]["vocab_size"] == config["vocab"]["vocab_size"] == 2000
+  # the SentencePiece model is stored beside the checkpoints, byte-identical
+  import hashlib
+  stored = out / config["vocab"]["run_copy"]
+  assert stored.parent.name == "vocab" and stored.suffix == ".model"
+  assert hashlib.sha256(stored.read_bytes()).hexdigest() == config["vocab"]["sha256"]
   evals = read_metrics(out, "eval")
   assert [e["step"] for e in evals] == [0, 40]
   # Learning: from ~log(2000) = 7.6 nats at initialisation, 40 Adafactor steps on real

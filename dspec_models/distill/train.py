@@ -128,6 +128,15 @@ def _check_pair(teacher_extra: dict, student_extra: dict, teacher_cfg: ModelConf
     raise ValueError("teacher_run and student_run use different vocabularies")
 
 
+def _student_vocab(run_dir: Path, teacher_extra: dict) -> dict:
+  """The teacher's vocabulary record, with a copy of the model stored in the distillation run."""
+  vocab = {k: v for k, v in teacher_extra["vocab"].items() if k != "run_copy"}
+  teacher_copy = teacher_extra["vocab"].get("run_copy")
+  if not Path(vocab["path"]).is_file() and teacher_copy:  # e.g. runs moved to another machine
+    vocab["path"] = str(Path(teacher_extra["run_dir"]) / teacher_copy)
+  return rundir.store_vocabulary(run_dir, vocab)
+
+
 def train_distill(options: DistillOptions, *,
                   on_step_end: Optional[Callable[[ckpt.TrainState, dict], None]] = None
                   ) -> dict:
@@ -167,7 +176,7 @@ def train_distill(options: DistillOptions, *,
 
   run_config = {
       "kind": "distill", "task": task, "model_name": s_extra.get("model_name", s_cfg.name),
-      "model": s_cfg, "vocab": t_extra["vocab"], "max_input_len": in_len,
+      "model": s_cfg, "vocab": _student_vocab(run_dir, t_extra), "max_input_len": in_len,
       "max_target_len": out_len, "train": dataclasses.asdict(options),
       "schedule": dataclasses.asdict(sched), "recipe": dataclasses.asdict(recipe),
       "recipe_description": recipe.describe(),

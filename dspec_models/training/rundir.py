@@ -76,6 +76,39 @@ def model_config_from_dict(d: dict) -> ModelConfig:
   return ModelConfig(**d)
 
 
+VOCAB_SUBDIR = "vocab"
+
+
+def store_vocabulary(run_dir: Path | str, vocab: dict) -> dict:
+  """Copies the run's SentencePiece model beside its checkpoints; returns ``vocab`` + ``run_copy``.
+
+  ``vocab`` is :func:`dspec_models.training.data.vocabulary_info`'s dict
+  (``path``, ``sha256``, ...).  The copy is ``<run_dir>/vocab/<file name>``
+  (``run_copy``, relative to the run directory), so a run directory carries
+  the exact vocabulary its parameters were trained with; an existing copy is
+  kept only if its SHA-256 matches.
+
+  Raises:
+    ValueError: when the source file's SHA-256 differs from ``vocab["sha256"]``.
+  """
+  import hashlib
+  import shutil
+
+  def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+  source = Path(vocab["path"])
+  if sha256(source) != vocab["sha256"]:
+    raise ValueError(f"vocabulary {str(source)!r} changed since it was recorded (SHA-256)")
+  dest = Path(run_dir) / VOCAB_SUBDIR / source.name
+  if not (dest.is_file() and sha256(dest) == vocab["sha256"]):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+  out = dict(vocab)
+  out["run_copy"] = str(Path(VOCAB_SUBDIR) / source.name)
+  return out
+
+
 def write_config(run_dir: Path | str, config: dict) -> None:
   """Writes ``<run_dir>/config.json`` (``config["model"]`` may be a ModelConfig)."""
   config = dict(config)

@@ -180,7 +180,8 @@ def train_sft(options: SFTOptions, *,
   previous = rundir.read_config(run_dir) if (run_dir / rundir.CONFIG_FILE).is_file() else None
   run_config = {
       "kind": "sft", "task": task, "model_name": name, "model": config,
-      "vocab": data_lib.vocabulary_info(task, options.vocab_size),
+      "vocab": rundir.store_vocabulary(run_dir, data_lib.vocabulary_info(task,
+                                                                         options.vocab_size)),
       "max_input_len": int(train.inputs.shape[1]), "max_target_len": int(out_len),
       "train": dataclasses.asdict(options), "schedule": dataclasses.asdict(sched),
       "num_train_examples": train.num_examples, "num_devices": int(mesh.devices.size),
