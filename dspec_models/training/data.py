@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from dspec_models.data.storage import sha256_file
 
 CACHE_SUBDIR = "token_cache"
 
@@ -72,14 +73,6 @@ class TokenizedSplit:
     return dataclasses.replace(self, inputs=self.inputs[:n], targets=self.targets[:n])
 
 
-def _sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def vocabulary_info(task: str, vocab_size: int) -> dict:
   """``{"task", "vocab_size", "path", "sha256"}`` of the task's SentencePiece model.
 
@@ -93,7 +86,7 @@ def vocabulary_info(task: str, vocab_size: int) -> dict:
 
     path = Path(ensure_vocabulary(task, vocab_size))
   return {"task": task, "vocab_size": int(vocab_size), "path": str(path),
-          "sha256": _sha256(path)}
+          "sha256": sha256_file(path)}
 
 
 def default_cache_dir() -> Path:

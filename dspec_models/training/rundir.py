@@ -91,11 +91,9 @@ def store_vocabulary(run_dir: Path | str, vocab: dict) -> dict:
   Raises:
     ValueError: when the source file's SHA-256 differs from ``vocab["sha256"]``.
   """
-  import hashlib
   import shutil
 
-  def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+  from dspec_models.data.storage import sha256_file as sha256
 
   source = Path(vocab["path"])
   if sha256(source) != vocab["sha256"]:
