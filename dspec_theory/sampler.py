@@ -172,22 +172,35 @@ def speculative_step(
 def _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft):
   """Lines 5-12 of Algorithm A.1 given acceptance uniforms ``u`` [gamma] and a sampler."""
   gamma = draft_tokens.shape[0]
-  positions = jnp.arange(gamma)
   q_tok = jnp.take_along_axis(draft_probs, draft_tokens[:, None], axis=-1)[:, 0]
   p_tok = jnp.take_along_axis(target_probs[:gamma], draft_tokens[:, None], axis=-1)[:, 0]
-  threshold = apply_lenience(p_tok, lenience)
-  # Accept with probability min(1, f(p)/q): u in [0, 1) so P(u q < f) = min(1, f/q).
-  accepted = u * q_tok < threshold
-  rejected = (~accepted) & (positions < num_draft)
-  any_rejected = jnp.any(rejected)
-  n = jnp.where(any_rejected, jnp.argmax(rejected), num_draft).astype(jnp.int32)
-
+  any_rejected, n = _first_rejection(u, q_tok, p_tok, lenience, num_draft)
   p_n = target_probs[n]
   q_n = draft_probs[jnp.minimum(n, gamma - 1)]
   excess = jnp.maximum(p_n - q_n, 0.0)
   use_residual = any_rejected & (jnp.sum(excess) > 0)
   final = draw_final(jnp.where(use_residual, excess, p_n)).astype(jnp.int32)
+  return _emitted(draft_tokens, n, final)
 
+
+def _first_rejection(u, q_tok, p_tok, lenience, num_draft):
+  """``(any_rejected, n)``: draft ``i < num_draft`` is accepted iff ``u_i q_i < f(p_i)``.
+
+  ``u_i`` is uniform on [0, 1), so ``P(u q < f) = min(1, f / q)`` (Algorithm A.1,
+  line 6; ``f`` the lenience, identity when lossless); ``n`` is the first
+  rejected position, or ``num_draft`` when every valid draft is accepted.
+  """
+  gamma = q_tok.shape[0]
+  accepted = u * q_tok < apply_lenience(p_tok, lenience)
+  rejected = (~accepted) & (jnp.arange(gamma) < num_draft)
+  any_rejected = jnp.any(rejected)
+  n = jnp.where(any_rejected, jnp.argmax(rejected), num_draft).astype(jnp.int32)
+  return any_rejected, n
+
+
+def _emitted(draft_tokens, n, final) -> SpeculativeStep:
+  """The block's output: drafts ``0..n-1``, then ``final`` at ``n``, ``-1`` after."""
+  gamma = draft_tokens.shape[0]
   padded = jnp.concatenate([draft_tokens.astype(jnp.int32), jnp.zeros((1,), jnp.int32)])
   out_pos = jnp.arange(gamma + 1)
   tokens = jnp.where(out_pos < n, padded, -1)
@@ -377,10 +390,13 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
   # as cumulative sums.  A lane then does O(gamma log V) work per block
   # (scalar gathers and binary searches) instead of O(gamma V).
   q_cdf = jnp.cumsum(q_rows, axis=-1)
-  p_cdf = jnp.cumsum(p_rows, axis=-1)
   residual = jnp.maximum(p_rows - q_rows, 0.0)
-  r_cdf = jnp.cumsum(residual, axis=-1)
-  q_last, p_last, r_last = (_last_positive(w) for w in (q_rows, p_rows, residual))
+  num_ctx = p_rows.shape[0]
+  # Rows of the final token's distribution: residual of context c at row c,
+  # target of context c at row C + c (one binary search picks from either).
+  final_cdf = jnp.concatenate([jnp.cumsum(residual, axis=-1), jnp.cumsum(p_rows, axis=-1)])
+  final_last = jnp.concatenate([_last_positive(residual), _last_positive(p_rows)])
+  q_last = _last_positive(q_rows)
   has_residual = jnp.sum(residual, axis=-1) > 0
 
   def one(key):
@@ -407,26 +423,19 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
       room = max_len - n
       num_draft = jnp.minimum(jnp.sum(~stopped_before), room).astype(jnp.int32)
       all_ctx = jnp.concatenate([ctxs, ctx_after[None]])
-      # Lines 5-12 of Algorithm A.1 (as _verify): accept draft i with
-      # probability min(1, f(p)/q), i.e. iff u_i q < f(p); the first rejection
-      # at n resamples from norm(max(0, p - q)) of context n (from p when that
-      # residual is empty); no rejection draws the bonus token from p.
-      q_tok = q_rows[ctxs, toks]
-      threshold = apply_lenience(p_rows[ctxs, toks], lenience)
-      accepted = uniforms[gamma: 2 * gamma] * q_tok < threshold
-      rejected = (~accepted) & (jnp.arange(gamma) < num_draft)
-      any_rejected = jnp.any(rejected)
-      num_accepted = jnp.where(any_rejected, jnp.argmax(rejected), num_draft).astype(jnp.int32)
+      # Lines 5-12 of Algorithm A.1, as _verify, with the rows looked up per
+      # context: the first rejection at n resamples from norm(max(0, p - q)) of
+      # context n (from p when that residual is empty); no rejection draws the
+      # bonus token from p.
+      any_rejected, num_accepted = _first_rejection(
+          uniforms[gamma: 2 * gamma], q_rows[ctxs, toks], p_rows[ctxs, toks], lenience,
+          num_draft)
       final_ctx = all_ctx[num_accepted]
       use_residual = any_rejected & has_residual[final_ctx]
-      final = jnp.where(use_residual,
-                        _row_inverse_cdf(r_cdf, r_last, final_ctx, uniforms[-1]),
-                        _row_inverse_cdf(p_cdf, p_last, final_ctx, uniforms[-1]))
+      final_row = jnp.where(use_residual, final_ctx, num_ctx + final_ctx)
+      final = _row_inverse_cdf(final_cdf, final_last, final_row, uniforms[-1])
+      step = _emitted(toks, num_accepted, final)
       idx = jnp.arange(gamma + 1)
-      padded = jnp.concatenate([toks.astype(jnp.int32), jnp.zeros((1,), jnp.int32)])
-      step_tokens = jnp.where(idx < num_accepted, padded, -1)
-      step_tokens = jnp.where(idx == num_accepted, final, step_tokens)
-      step = SpeculativeStep(step_tokens, num_accepted)
       emitted = step.num_accepted + 1
       is_eos = (step.tokens == eos) & (idx < emitted)
       has_eos = jnp.any(is_eos)
