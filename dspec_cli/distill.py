@@ -26,18 +26,20 @@ import argparse
 from dspec_cli.train import add_schedule_flags
 
 
-def _floats(text: str) -> tuple[float, ...]:
-  try:
-    return tuple(float(x) for x in text.split(",") if x.strip())
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected comma-separated numbers; got {text!r}") from None
+def _list_flag(kind: str, flag: str):
+  """argparse type for a comma-separated list (``''`` = empty) of ``kind`` ``"int"``/``"float"``,
+  parsed by :mod:`dspec_models.measure.options` (imported on use: it loads JAX)."""
+  def convert(text: str) -> tuple:
+    if not text.strip():
+      return ()
+    from dspec_models.measure import options
 
-
-def _ints(text: str) -> tuple[int, ...]:
-  try:
-    return tuple(int(x) for x in text.split(",") if x.strip())
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected comma-separated integers; got {text!r}") from None
+    parse = options.parse_int_list if kind == "int" else options.parse_float_list
+    try:
+      return parse(flag, text)
+    except ValueError as e:
+      raise argparse.ArgumentTypeError(str(e)) from None
+  return convert
 
 
 def add_parser(subparsers) -> None:
@@ -59,8 +61,10 @@ def add_parser(subparsers) -> None:
   p.add_argument("--eval-examples", type=int, default=64, help="held-out inputs for SD metrics")
   p.add_argument("--score-examples", type=int, default=64,
                  help="held-out examples decoded for the draft's task metric (0: skip)")
-  p.add_argument("--gammas", type=_ints, default=(3, 5, 7), help="SD block sizes (default 3,5,7; '' skips the SD measurement)")
-  p.add_argument("--temperatures", type=_floats, default=(0.0, 1.0),
+  p.add_argument("--gammas", type=_list_flag("int", "--gammas"), default=(3, 5, 7),
+                 help="SD block sizes (default 3,5,7; '' skips the SD measurement)")
+  p.add_argument("--temperatures", type=_list_flag("float", "--temperatures"),
+                 default=(0.0, 1.0),
                  help="SD temperatures (default 0,1)")
   p.add_argument("--length-samples", type=int, default=2,
                  help="teacher samples per input for L_p(x) and Eq. 3 (default 2)")

@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 from dspec_models import lm
 from dspec_models.configs import EOS_ID
 from dspec_models.distill.sampling import length_mask, sample_outputs
 from dspec_models.testing import next_token_table, table_fn, tiny_config
 from dspec_theory.enumeration import ancestral_distribution, prefix_tree_prefixes
+from tests.strategies import chi_square_pvalue
 
 LEVEL = 1e-3
 NUM_SAMPLES = 20_000
@@ -31,22 +31,9 @@ VOCAB, MAX_LEN = 4, 3
 
 
 def _chi_square_pvalue(samples, expected):
-  n = len(samples)
-  counts = collections.Counter(samples)
-  assert not set(counts) - set(expected), "a sequence of probability 0 was sampled"
-  obs, exp, pooled_o, pooled_e = [], [], 0, 0.0
-  for seq in sorted(expected, key=lambda s: -expected[s]):
-    e = n * expected[seq]
-    if e >= 5:
-      obs.append(counts.get(seq, 0))
-      exp.append(e)
-    else:
-      pooled_o += counts.get(seq, 0)
-      pooled_e += e
-  if pooled_e > 0:
-    obs.append(pooled_o)
-    exp.append(pooled_e)
-  return stats.chisquare(obs, exp).pvalue
+  """Chi-square p-value of sampled sequences against ``{sequence: probability}`` (0 if a
+  sequence of probability 0 was sampled)."""
+  return chi_square_pvalue(collections.Counter(samples), expected, len(samples))
 
 
 def _sequences(tokens, lengths):

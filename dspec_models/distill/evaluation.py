@@ -37,7 +37,7 @@ maximum output length; temperatures of both models are the SD temperature.
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,6 @@ from dspec_models.configs import ModelConfig
 from dspec_models.distill.losses import per_sequence_divergence
 from dspec_models.distill.sampling import length_mask, sample_outputs
 from dspec_models.training.data import TokenizedSplit, target_mask
-from dspec_theory.block import block_efficiency
 from dspec_theory.divergences import divergence_from_logits
 
 Array = jax.Array
@@ -167,15 +166,11 @@ def theorem41_estimates(student_tvd: np.ndarray, student_len: np.ndarray,
           "mean_student_length": float(np.mean(s_len))}
 
 
-def _mean(values: list) -> Optional[float]:
-  vals = [v for v in values if v is not None]
-  return float(np.mean(vals)) if vals else None
-
-
 def sd_metrics(teacher: Model, student: Model, inputs: np.ndarray, key: Array, *,
                gammas: Sequence[int] = (3, 5, 7), temperatures: Sequence[float] = (0.0, 1.0),
                max_new_tokens: int) -> dict:
   """Measured SD alpha and tau (and the i.i.d. tau prediction) per temperature and gamma."""
+  from dspec_models.measure.stats import iid_tau, mean_or_none
   from dspec_models.speculative import per_example_records, speculative_generate, summarize
 
   out = {}
@@ -187,15 +182,14 @@ def sd_metrics(teacher: Model, student: Model, inputs: np.ndarray, key: Array, *
                                  key=k, max_new_tokens=int(max_new_tokens))
       records = per_example_records(res)
       pooled = summarize(res)
-      alpha = _mean([r["alpha_tested"] for r in records])
-      tau = _mean([r["tau"] for r in records])
+      alpha = mean_or_none(r["alpha_tested"] for r in records)
+      tau = mean_or_none(r["tau"] for r in records)
       prefix = f"sd_T{_temperature_tag(t)}_g{int(g)}"
       out[f"{prefix}_alpha"] = alpha
       out[f"{prefix}_tau"] = tau
       out[f"{prefix}_alpha_pooled"] = pooled["pooled_alpha_tested"]
       out[f"{prefix}_tau_pooled"] = pooled["pooled_tau"]
-      out[f"{prefix}_tau_iid"] = (None if alpha is None else
-                                  float(block_efficiency(np.float64(alpha), int(g))))
+      out[f"{prefix}_tau_iid"] = iid_tau(alpha, int(g))
       out[f"{prefix}_mean_length"] = float(np.mean([r["length"] for r in records]))
       out[f"{prefix}_tested"] = int(sum(r["accepted"] + r["rejected"] for r in records))
   return out

@@ -16,13 +16,13 @@ learned).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
 
 from dspec_models.configs import EOS_ID, PAD_ID
+from dspec_models.data.storage import sha256_file
 
 
 class HeldOut(NamedTuple):
@@ -32,14 +32,6 @@ class HeldOut(NamedTuple):
   split: str
   inputs: np.ndarray
   references: np.ndarray
-
-
-def file_sha256(path: Path | str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def resolve_vocab_dir(vocab: dict) -> Optional[Path]:
@@ -55,7 +47,7 @@ def resolve_vocab_dir(vocab: dict) -> Optional[Path]:
   if not path.is_file():
     raise ValueError(f"vocabulary {str(path)!r} recorded in the run's config.json is missing; "
                      "re-create it with the same task and --vocab-size as the training run")
-  if vocab.get("sha256") and file_sha256(path) != vocab["sha256"]:
+  if vocab.get("sha256") and sha256_file(path) != vocab["sha256"]:
     raise ValueError(f"vocabulary {str(path)!r} has changed since training (SHA-256 differs "
                      "from config.json): the models' token ids would not match")
   parent = path.parent.resolve()

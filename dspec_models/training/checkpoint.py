@@ -96,12 +96,8 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: TrainState,
   Raises:
     ValueError: naming ``step`` if there is no such checkpoint.
   """
-  if step is None:
-    step = manager.latest_step()
-  if step is None or step not in manager.all_steps():
-    raise ValueError(f"step {step!r} has no checkpoint in {manager.directory}; "
-                     f"available: {list(manager.all_steps())}")
-  restored = manager.restore(int(step), args=ocp.args.Composite(
+  step = _existing_step(manager, step, manager.directory)
+  restored = manager.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(_abstract(template.params, sharding)),
       opt_state=ocp.args.StandardRestore(_abstract(template.opt_state, sharding)),
       meta=ocp.args.JsonRestore()))
@@ -111,6 +107,16 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: TrainState,
                      rng_key=np.asarray(meta["rng_key"], dtype=np.uint32),
                      data_position=int(meta["data_position"]))
   return state, meta
+
+
+def _existing_step(manager: Any, step: Optional[int], where: Any) -> int:
+  """``step`` (default: the latest) if ``manager`` holds it; else a ValueError naming ``step``."""
+  if step is None:
+    step = manager.latest_step()
+  if step is None or step not in manager.all_steps():
+    raise ValueError(f"step {step!r} has no checkpoint in {where}; "
+                     f"available: {list(manager.all_steps())}")
+  return int(step)
 
 
 def latest_step(run_dir: Path | str) -> Optional[int]:
@@ -130,12 +136,8 @@ def load_params(run_dir: Path | str, abstract_params: Any, step: Optional[int] =
   if not checkpoint_dir(run_dir).is_dir():
     raise ValueError(f"run_dir {str(run_dir)!r} has no checkpoints/ directory")
   manager = checkpoint_manager(run_dir, read_only=True)
-  if step is None:
-    step = manager.latest_step()
-  if step is None or step not in manager.all_steps():
-    raise ValueError(f"step {step!r} has no checkpoint in {run_dir}; "
-                     f"available: {list(manager.all_steps())}")
-  restored = manager.restore(int(step), args=ocp.args.Composite(
+  step = _existing_step(manager, step, run_dir)
+  restored = manager.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(_abstract(abstract_params)),
       meta=ocp.args.JsonRestore()))
   return restored["params"], int(step), dict(restored["meta"])
