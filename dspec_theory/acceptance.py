@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dspec_theory import _validation as v
+from dspec_theory import validation as v
 from dspec_theory.lenience import apply_lenience, parse_lenience  # noqa: F401 (re-exported)
 
 Array = jax.Array

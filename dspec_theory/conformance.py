@@ -79,7 +79,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dspec_theory import _validation as v
+from dspec_theory import validation as v
 from dspec_theory.lenience import parse_lenience
 from dspec_theory.markov import MarkovLM, markov_lm, next_token_fn
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dspec_theory import _validation as v
+from dspec_theory import validation as v
 
 Array = jax.Array
 

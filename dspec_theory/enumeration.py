@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from dspec_theory import _validation as v
+from dspec_theory import validation as v
 from dspec_theory.lenience import parse_lenience
 
 NextTokenFn = Callable[[tuple], Sequence[Any]]

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dspec_theory import _validation as v
+from dspec_theory import validation as v
 
 LENIENCE_NAMES = ("lin", "sq", "exp")
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dspec_theory import _validation as v
+from dspec_theory import validation as v
 from dspec_theory.lenience import apply_lenience, parse_lenience
 
 Array = jax.Array
