@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "dspec_cli.train",
     "dspec_cli.distill",
     "dspec_cli.sd",
+    "dspec_cli.exp",
 )
 
 
