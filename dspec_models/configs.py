@@ -73,6 +73,11 @@ UNK_ID = 2
 BOS_ID = 0  # decoder-only BOS and T5 decoder-start token (both 0, see module doc)
 
 FAMILIES = ("decoder_only", "encoder_decoder")
+# Block architecture of a config.  "t5": the T5 v1.1 blocks above (both
+# families); "llama" (decoder-only): RoPE, RMSNorm, SwiGLU, grouped-query
+# attention, optional q/k/v biases (Qwen2); "gpt2" (decoder-only): learned
+# positions, LayerNorm with biases, GELU MLP, biases everywhere.
+ARCHITECTURES = ("t5", "llama", "gpt2")
 _DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 T5_VOCAB_SIZE = 32128
@@ -101,6 +106,18 @@ class ModelConfig:
     dtype: compute dtype of matmuls and activations (``bfloat16`` on
       accelerators); softmaxes, norms and the returned logits are float32
       (float64 when ``dtype`` is float64).
+    architecture: ``"t5"`` (default), ``"llama"`` or ``"gpt2"`` (see
+      ``ARCHITECTURES``); the last two are decoder-only.
+    num_kv_heads: key/value heads of grouped-query attention (0 = ``num_heads``,
+      plain multi-head attention); must divide ``num_heads``.
+    rope_theta: RoPE base (llama only).
+    max_positions: learned position table size (gpt2 only; 0 otherwise).
+    attention_bias: llama only: biases on the q/k/v projections (Qwen2).
+    bos_id, eos_id, pad_id: the model's special tokens.  ``bos_id`` starts
+      every decoder-only sequence (and is the T5 decoder-start token),
+      ``eos_id`` ends generation, ``pad_id`` marks right-padding in token
+      arrays (prompts).  Defaults: the SentencePiece task conventions
+      ``PAD_ID``/``EOS_ID``/``BOS_ID``; pretrained checkpoints set their own.
   """
 
   name: str
@@ -118,6 +135,14 @@ class ModelConfig:
   norm_eps: float = 1e-6
   param_dtype: str = "float32"
   dtype: str = "float32"
+  architecture: str = "t5"
+  num_kv_heads: int = 0
+  rope_theta: float = 10000.0
+  max_positions: int = 0
+  attention_bias: bool = False
+  bos_id: int = 0
+  eos_id: int = 1
+  pad_id: int = 0
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -133,8 +158,31 @@ class ModelConfig:
     if self.family == "decoder_only" and self.num_encoder_layers != 0:
       raise ValueError("num_encoder_layers must be 0 for a decoder_only model; "
                        f"got {self.num_encoder_layers!r}")
-    if self.vocab_size <= EOS_ID:
-      raise ValueError(f"vocab_size must be > {EOS_ID} (pad 0 and eos 1); got {self.vocab_size}")
+    for field in ("bos_id", "eos_id", "pad_id"):
+      value = getattr(self, field)
+      if not isinstance(value, int) or not 0 <= value < self.vocab_size:
+        raise ValueError(f"{field} must be a token id in [0, vocab_size={self.vocab_size}); "
+                         f"got {value!r}")
+    if self.architecture not in ARCHITECTURES:
+      raise ValueError(f"architecture must be one of {ARCHITECTURES}; got {self.architecture!r}")
+    if self.architecture != "t5" and self.family != "decoder_only":
+      raise ValueError(f"architecture {self.architecture!r} is decoder_only; got family "
+                       f"{self.family!r}")
+    if not isinstance(self.num_kv_heads, int) or self.num_kv_heads < 0 or (
+        self.num_kv_heads and self.num_heads % self.num_kv_heads):
+      raise ValueError(f"num_kv_heads must be 0 or a divisor of num_heads={self.num_heads}; "
+                       f"got {self.num_kv_heads!r}")
+    if self.num_kv_heads not in (0, self.num_heads) and self.architecture != "llama":
+      raise ValueError("num_kv_heads (grouped-query attention) needs architecture 'llama'; "
+                       f"got {self.architecture!r}")
+    if self.architecture == "gpt2" and (not isinstance(self.max_positions, int)
+                                        or self.max_positions < 1):
+      raise ValueError(f"max_positions must be a positive int for gpt2; got {self.max_positions!r}")
+    if not (self.rope_theta > 0):
+      raise ValueError(f"rope_theta must be > 0; got {self.rope_theta!r}")
+    if self.attention_bias and self.architecture != "llama":
+      raise ValueError("attention_bias applies to architecture 'llama' only (gpt2 always has "
+                       f"biases, t5 none); got {self.architecture!r}")
     for field in ("param_dtype", "dtype"):
       if getattr(self, field) not in _DTYPES:
         raise ValueError(f"{field} must be one of {_DTYPES}; got {getattr(self, field)!r}")
@@ -142,6 +190,11 @@ class ModelConfig:
   @property
   def is_encoder_decoder(self) -> bool:
     return self.family == "encoder_decoder"
+
+  @property
+  def kv_heads(self) -> int:
+    """Key/value heads (``num_kv_heads``, or ``num_heads`` when 0): the cache's head axis."""
+    return self.num_kv_heads or self.num_heads
 
   @property
   def jnp_param_dtype(self) -> Any:

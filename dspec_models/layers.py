@@ -162,3 +162,146 @@ class Attention(nn.Module):
     """Plain self-attention over ``x`` (no cache)."""
     k, v = self.project_key_value(x)
     return self.attend(self.project_query(x), k, v, bias=bias, mask=mask)
+
+
+# ---------------------------------------------------------------------------
+# Llama-family and GPT-2 blocks (pretrained architectures; see configs.ARCHITECTURES).
+
+_pretrained_init = nn.initializers.normal(stddev=0.02)  # HF initializer_range 0.02
+
+
+class LayerNorm(nn.Module):
+  """``(x - mean) / sqrt(var + eps) * scale + bias`` over the last axis (GPT-2)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.config
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), cfg.jnp_param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), cfg.jnp_param_dtype)
+    xf = x.astype(cfg.float_dtype)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    centred = xf - mean
+    var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)  # two-pass: no cancellation
+    y = centred * jax.lax.rsqrt(var + cfg.norm_eps)
+    y = y * scale.astype(cfg.float_dtype) + bias.astype(cfg.float_dtype)
+    return y.astype(cfg.jnp_dtype)
+
+
+def rope_frequencies(head_dim: int, theta: float, dtype=jnp.float32) -> Array:
+  """RoPE inverse frequencies ``theta ** (-2i / head_dim)``, ``i = 0 .. head_dim/2 - 1``."""
+  if head_dim % 2:
+    raise ValueError(f"head_dim must be even for RoPE; got {head_dim}")
+  return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=dtype) / head_dim))
+
+
+def apply_rope(x: Array, positions: Array, theta: float, dtype) -> Array:
+  """Rotary position embedding in the Hugging Face ("rotate half") layout.
+
+  Dimension ``i`` of the first half of each head is rotated together with
+  dimension ``i + head_dim/2`` by the angle ``position * theta^(-2i/head_dim)``:
+  ``x * cos + rotate_half(x) * sin`` with ``rotate_half([a, b]) = [-b, a]``
+  (Su et al. 2021; the layout of the Hugging Face Llama checkpoints; GGUF files
+  store q/k rows permuted for the interleaved layout, undone at load time).
+
+  Args:
+    x: ``[B, L, H, Dh]``.
+    positions: ``int [B or 1, L]`` absolute positions.
+    theta: RoPE base.
+    dtype: dtype of the angle computation (float32, or float64).
+  Returns:
+    ``[B, L, H, Dh]`` in ``x.dtype``.
+  """
+  head_dim = x.shape[-1]
+  inv_freq = rope_frequencies(head_dim, theta, dtype)
+  angles = positions.astype(dtype)[..., None] * inv_freq            # [B, L, Dh/2]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, L, 1, Dh]
+  xf = x.astype(dtype)
+  half = head_dim // 2
+  rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
+  return (xf * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
+
+
+def _dense(cfg: ModelConfig, features, name: str, use_bias: bool, axis=-1) -> nn.DenseGeneral:
+  return nn.DenseGeneral(features, axis=axis, use_bias=use_bias, kernel_init=_pretrained_init,
+                         dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, name=name)
+
+
+class SwiGluMlp(nn.Module):
+  """Llama MLP ``down(silu(gate x) * up x)``, widths d_model -> d_ff -> d_model."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.config
+    hidden = jax.nn.silu(_dense(cfg, cfg.d_ff, "gate", False)(x)) * _dense(cfg, cfg.d_ff, "up",
+                                                                           False)(x)
+    return _dense(cfg, cfg.d_model, "down", False)(hidden)
+
+
+class GeluMlp(nn.Module):
+  """GPT-2 MLP ``proj(gelu_tanh(fc x + b) ) + b`` (``gelu_new``), d_model -> d_ff -> d_model."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.config
+    hidden = jax.nn.gelu(_dense(cfg, cfg.d_ff, "fc", True)(x), approximate=True)
+    return _dense(cfg, cfg.d_model, "proj", True)(hidden)
+
+
+class GroupedQueryAttention(nn.Module):
+  """Scaled dot-product attention with ``kv_heads`` key/value heads (GQA).
+
+  Query head ``h`` reads key/value head ``h // (num_heads / kv_heads)`` (the
+  Hugging Face ``repeat_kv`` order); the logits are ``q . k / sqrt(head_dim)``.
+  Keys and values are only ``[B, K, kv_heads, Dh]``: that is what a cache stores.
+  Projections and attend are separate methods, as in :class:`Attention`.
+
+  Attributes:
+    config: the model config (``num_heads``, ``kv_heads``, ``head_dim``).
+    qkv_bias: biases on the query/key/value projections.
+    out_bias: bias on the output projection.
+  """
+
+  config: ModelConfig
+  qkv_bias: bool
+  out_bias: bool
+
+  def setup(self):
+    cfg = self.config
+    self.query = _dense(cfg, (cfg.num_heads, cfg.head_dim), "query", self.qkv_bias)
+    self.key = _dense(cfg, (cfg.kv_heads, cfg.head_dim), "key", self.qkv_bias)
+    self.value = _dense(cfg, (cfg.kv_heads, cfg.head_dim), "value", self.qkv_bias)
+    self.out = _dense(cfg, cfg.d_model, "out", self.out_bias, axis=(-2, -1))
+
+  def project_query(self, x: Array) -> Array:
+    """``[B, Q, d] -> [B, Q, H, Dh]``."""
+    return self.query(x)
+
+  def project_key_value(self, x: Array) -> tuple[Array, Array]:
+    """``[B, K, d] -> ([B, K, KV, Dh], [B, K, KV, Dh])``."""
+    return self.key(x), self.value(x)
+
+  def attend(self, q: Array, k: Array, v: Array, *, mask: Array | None) -> Array:
+    """``softmax(q k^T / sqrt(Dh), masked) v``, projected back to ``[B, Q, d]``.
+
+    Args:
+      q: ``[B, Q, H, Dh]``; k, v: ``[B, K, KV, Dh]``.
+      mask: boolean broadcastable to ``[B, 1, Q, K]``; False = not attended.
+    """
+    cfg = self.config
+    dtype = cfg.jnp_dtype
+    b, nq, h, dh = q.shape
+    groups = h // cfg.kv_heads
+    qg = q.reshape(b, nq, cfg.kv_heads, groups, dh).astype(dtype)
+    logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k.astype(dtype),
+                        preferred_element_type=cfg.float_dtype) / math.sqrt(dh)
+    if mask is not None:
+      logits = jnp.where(mask[:, :, None], logits, jnp.finfo(cfg.float_dtype).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    context = jnp.einsum("bkgqs,bskd->bqkgd", weights, v.astype(dtype))
+    return self.out(context.reshape(b, nq, h, dh))

@@ -9,13 +9,15 @@ faster for small models; wrap it in ``jax.jit(..., static_argnums=0)`` for
 large ones.)  Nothing here holds state: the decoding state is
 an explicit pytree (:class:`DecodeState`).
 
-Sequences and token conventions (``dspec_models.configs``): 0 = padding,
-1 = EOS.  Padding is trailing (right-padded rows).
+Sequences and token conventions: per model, ``config.pad_id`` marks padding
+(trailing: right-padded rows), ``config.eos_id`` ends a sequence and
+``config.bos_id`` starts one (defaults, ``dspec_models.configs``: 0 = padding
+and BOS, 1 = EOS; pretrained checkpoints bring their own).
 
 * Encoder-decoder (T5): ``inputs [B, Lin]`` go through the encoder; the
   decoder reads ``[0, y_1, ..., y_{L-1}]`` (0 = decoder start) and predicts
   ``y_1 .. y_L``.
-* Decoder-only: each row is the sequence ``[BOS=0, x_1..x_n, y_1..y_L]`` where
+* Decoder-only: each row is the sequence ``[BOS, x_1..x_n, y_1..y_L]`` where
   ``x`` is an optional prompt (the row's non-padding ``inputs``) and ``y`` the
   targets; logits are returned only for the target positions.
 
@@ -31,7 +33,7 @@ API:
 ``init_decode_state(config, params, inputs, *, max_len, batch_size=None) -> (state, next_tokens)``
     Runs the encoder once (and projects its cross-attention keys/values), or
     prefills a decoder-only prompt.  The cache then holds every prefix token
-    except the last one, returned as ``next_tokens [B]`` (0 for T5 and for an
+    except the last one, returned as ``next_tokens [B]`` (``bos_id`` for T5 and for an
     empty decoder-only prompt): feed it first to get the first distribution.
 ``decode_step(config, params, state, tokens) -> (logits [B, k, V], state)``
     Scores ``k >= 1`` new tokens per row in one call (``k = gamma + 1`` for
@@ -128,7 +130,8 @@ def shift_right(targets: Array, start_token: int = BOS_ID) -> Array:
   return jnp.concatenate([start, targets[:, :-1]], axis=1)
 
 
-def _decoder_only_sequence(inputs: Array, targets: Array) -> tuple[Array, Array]:
+def _decoder_only_sequence(inputs: Array, targets: Array, bos_id: int = BOS_ID,
+                           pad_id: int = 0) -> tuple[Array, Array]:
   """Packs ``[BOS, x (n_b tokens), y]`` per row; returns (sequence, n [B]).
 
   The sequence has length ``Lin + L`` (enough to score all targets: the
@@ -137,8 +140,8 @@ def _decoder_only_sequence(inputs: Array, targets: Array) -> tuple[Array, Array]
   """
   batch, lin = inputs.shape
   length = targets.shape[1]
-  n = jnp.sum(inputs != 0, axis=1).astype(jnp.int32)
-  full = jnp.concatenate([jnp.zeros((batch, 1), jnp.int32), inputs, targets], axis=1)
+  n = jnp.sum(inputs != pad_id, axis=1).astype(jnp.int32)
+  full = jnp.concatenate([jnp.full((batch, 1), bos_id, jnp.int32), inputs, targets], axis=1)
   pos = jnp.arange(lin + length, dtype=jnp.int32)[None, :]
   source = jnp.where(pos <= n[:, None], pos, pos + (lin - n[:, None]))
   source = jnp.minimum(source, full.shape[1] - 1)
@@ -175,6 +178,11 @@ def forward_logits(config: ModelConfig, params: Params, batch: dict) -> Array:
     inputs = _check_tokens("batch['inputs']", inputs, targets.shape[0])
     if inputs.shape[1] == 0 and not config.is_encoder_decoder:
       inputs = None
+  if config.architecture == "gpt2":
+    needed = targets.shape[1] + (0 if inputs is None else inputs.shape[1])
+    if needed > config.max_positions:
+      raise ValueError(f"batch needs {needed} positions but the model has max_positions="
+                       f"{config.max_positions}")
   return _forward_logits(config, params, targets, inputs)
 
 
@@ -186,9 +194,9 @@ def _forward_logits(config: ModelConfig, params: Params, targets: Array,
   if config.is_encoder_decoder:
     return module.apply(variables, inputs, shift_right(targets))
   if inputs is None:
-    logits, _ = module.apply(variables, shift_right(targets))
+    logits, _ = module.apply(variables, shift_right(targets, config.bos_id))
     return logits
-  sequence, n = _decoder_only_sequence(inputs, targets)
+  sequence, n = _decoder_only_sequence(inputs, targets, config.bos_id, config.pad_id)
   logits, _ = module.apply(variables, sequence)
   index = n[:, None] + jnp.arange(targets.shape[1], dtype=jnp.int32)[None, :]
   return jnp.take_along_axis(logits, index[:, :, None], axis=1)
@@ -203,7 +211,7 @@ def init_decode_state(config: ModelConfig, params: Params, inputs: Optional[Any]
   Encoder-decoder: encodes ``inputs`` once, stores the cross-attention keys and
   values of every decoder layer; the cache is empty and ``next_tokens`` is the
   decoder start token 0.  Decoder-only: the prefix of row ``b`` is
-  ``[BOS=0, x_1..x_n]`` (``x`` = the row's non-padding ``inputs``, or empty);
+  ``[BOS, x_1..x_n]`` (``x`` = the row's non-padding ``inputs``, or empty);
   all of it but the last token is prefilled and the last token is returned.
 
   Args:
@@ -220,6 +228,9 @@ def init_decode_state(config: ModelConfig, params: Params, inputs: Optional[Any]
   config = _check_config(config)
   if not isinstance(max_len, (int, np.integer)) or max_len < 1:
     raise ValueError(f"max_len must be a positive int; got {max_len!r}")
+  if config.architecture == "gpt2" and max_len > config.max_positions:
+    raise ValueError(f"max_len ({max_len}) exceeds the model's max_positions "
+                     f"({config.max_positions})")
   if inputs is not None:
     inputs = _check_tokens("inputs", inputs, batch_size)
     batch_size = inputs.shape[0]
@@ -229,9 +240,9 @@ def init_decode_state(config: ModelConfig, params: Params, inputs: Optional[Any]
     raise ValueError(f"batch_size must be a positive int when inputs is None; got {batch_size!r}")
   module = build_module(config)
   variables = {"params": params}
-  cache = kv.empty_cache(config.num_layers, batch_size, max_len, config.num_heads,
+  cache = kv.empty_cache(config.num_layers, batch_size, max_len, config.kv_heads,
                          config.head_dim, config.jnp_dtype)
-  start = jnp.full((batch_size,), BOS_ID, jnp.int32)
+  start = jnp.full((batch_size,), config.bos_id, jnp.int32)
   if config.is_encoder_decoder:
     encoded = module.apply(variables, inputs, method="encode")
     cross_kv = module.apply(variables, encoded, method="cross_key_values")
@@ -242,7 +253,7 @@ def init_decode_state(config: ModelConfig, params: Params, inputs: Optional[Any]
   lin = inputs.shape[1]
   if max_len < lin + 1:
     raise ValueError(f"max_len ({max_len}) must be >= prompt length + 1 ({lin + 1})")
-  n = jnp.sum(inputs != 0, axis=1).astype(jnp.int32)
+  n = jnp.sum(inputs != config.pad_id, axis=1).astype(jnp.int32)
   prefix = jnp.concatenate([start[:, None], inputs], axis=1)   # [B, Lin + 1]
   _, state = decode_step(config, params, state, prefix[:, :lin])
   next_tokens = jnp.take_along_axis(prefix, n[:, None], axis=1)[:, 0]

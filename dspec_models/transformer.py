@@ -31,8 +31,9 @@ import jax.numpy as jnp
 
 from dspec_models import cache as kv
 from dspec_models.configs import ModelConfig
-from dspec_models.layers import (Attention, GatedGeluMlp, RelativePositionBias, RMSNorm,
-                                 _dense_init, _embed_init)
+from dspec_models.layers import (Attention, GatedGeluMlp, GeluMlp, GroupedQueryAttention,
+                                 LayerNorm, RelativePositionBias, RMSNorm, SwiGluMlp,
+                                 _dense_init, _embed_init, _pretrained_init, apply_rope)
 
 Array = jax.Array
 CrossKV = tuple[tuple[Array, Array], ...]
@@ -223,8 +224,103 @@ class EncoderDecoderLM(nn.Module, _LogitsMixin):
     return logits
 
 
+class PretrainedDecoderLayer(nn.Module):
+  """One pre-norm block of a Llama-family or GPT-2 model (optionally cached).
+
+  Llama: ``x += attn(RMSNorm(x))`` with RoPE on q and k, ``x += SwiGLU(RMSNorm(x))``.
+  GPT-2: ``x += attn(LayerNorm(x))``, ``x += GELU-MLP(LayerNorm(x))``, biases everywhere.
+  """
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    llama = cfg.architecture == "llama"
+    norm = RMSNorm if llama else LayerNorm
+    self.attn_norm = norm(cfg)
+    self.attention = GroupedQueryAttention(cfg, qkv_bias=cfg.attention_bias or not llama,
+                                           out_bias=not llama)
+    self.mlp_norm = norm(cfg)
+    self.mlp = SwiGluMlp(cfg) if llama else GeluMlp(cfg)
+
+  def __call__(self, x: Array, *, positions: Array, mask: Array,
+               layer_cache: Optional[tuple[Array, Array]], offsets: Optional[Array]):
+    cfg = self.config
+    h = self.attn_norm(x)
+    q = self.attention.project_query(h)
+    k, v = self.attention.project_key_value(h)
+    if cfg.architecture == "llama":
+      q = apply_rope(q, positions, cfg.rope_theta, cfg.float_dtype)
+      k = apply_rope(k, positions, cfg.rope_theta, cfg.float_dtype)
+    new_layer_cache = None
+    if layer_cache is not None:
+      k = kv.write_chunk(layer_cache[0], k, offsets)
+      v = kv.write_chunk(layer_cache[1], v, offsets)
+      new_layer_cache = (k, v)
+    x = x + self.attention.attend(q, k, v, mask=mask)
+    x = x + self.mlp(self.mlp_norm(x))
+    return x, new_layer_cache
+
+
+class PretrainedDecoderLM(nn.Module):
+  """Llama-family or GPT-2 decoder-only LM: ``__call__(tokens, cache) -> (logits, cache)``.
+
+  Same calling convention as :class:`DecoderOnlyLM`.  Token ``t`` of row ``b``
+  sits at absolute position ``t`` (no cache) or ``lengths[b] + t`` (cache):
+  the RoPE angle (Llama) or the learned position row (GPT-2).  Tied
+  embeddings give ``logits = h E^T`` (no scaling, unlike the T5-style models).
+  """
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    common = dict(embedding_init=_pretrained_init, dtype=cfg.jnp_dtype,
+                  param_dtype=cfg.jnp_param_dtype)
+    self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, **common)
+    if cfg.architecture == "gpt2":
+      self.position_embed = nn.Embed(cfg.max_positions, cfg.d_model, **common)
+    self.layers = [PretrainedDecoderLayer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+    self.final_norm = RMSNorm(cfg) if cfg.architecture == "llama" else LayerNorm(cfg)
+    if not cfg.tie_embeddings:
+      self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, kernel_init=_pretrained_init,
+                              dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype)
+
+  def __call__(self, tokens: Array, cache: Optional[kv.KVCache] = None):
+    """Logits ``[B, L, V]`` for ``tokens [B, L]`` (row ``b`` continuing its cache)."""
+    cfg = self.config
+    length = tokens.shape[1]
+    if cache is None:
+      positions = jnp.arange(length, dtype=jnp.int32)[None, :]
+      mask = (positions[0][None, :] <= positions[0][:, None])[None, None]   # causal
+      offsets = None
+    else:
+      offsets = cache.lengths
+      positions = kv.chunk_positions(offsets, length)
+      mask = kv.chunk_attention_mask(offsets, length, cache.max_len)
+    x = self.embed(tokens)
+    if cfg.architecture == "gpt2":
+      x = x + self.position_embed(positions)
+    new_keys, new_values = [], []
+    for i, layer in enumerate(self.layers):
+      layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
+      x, new_layer_cache = layer(x, positions=positions, mask=mask, layer_cache=layer_cache,
+                                 offsets=offsets)
+      if new_layer_cache is not None:
+        new_keys.append(new_layer_cache[0])
+        new_values.append(new_layer_cache[1])
+    h = self.final_norm(x)
+    logits = self.embed.attend(h) if cfg.tie_embeddings else self.lm_head(h)
+    logits = logits.astype(cfg.float_dtype)
+    if cache is None:
+      return logits, None
+    return logits, kv.KVCache(tuple(new_keys), tuple(new_values), cache.lengths + length)
+
+
 def build_module(config: ModelConfig) -> nn.Module:
-  """The flax module of a config's family."""
+  """The flax module of a config's family and architecture."""
   if config.is_encoder_decoder:
     return EncoderDecoderLM(config)
+  if config.architecture in ("llama", "gpt2"):
+    return PretrainedDecoderLM(config)
   return DecoderOnlyLM(config)
