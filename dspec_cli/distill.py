@@ -13,8 +13,10 @@ data).  --divergence / --lambda1 / --lambda2 override any preset (fkl, rkl, tvd,
 jsd:<beta>; lambda1 = fixed-data fraction, lambda2 = student share of generated data).
 
 Evaluations (step 0 = the undistilled draft, then every --eval-every steps) log
-the measured SD alpha and tau at gamma 3/5/7 and T 0/1, the i.i.d. tau(alpha),
-the on-policy TVD eps, the Theorem 4.1 bound, 1 - TVD on held-out targets and the
+the measurement core's SD statistics at gamma 3/5/7 and T 0/1 (per-token
+acceptance, tau, engine metrics; dspec_models.measure.acceptance), Eq. 3's
+TVD-based alpha along target samples with tau(alpha_eq3), the on-policy TVD
+eps, the Theorem 4.1 bound, the proxy 1 - TVD along reference outputs and the
 draft's task score to metrics.jsonl and plots/acceptance.png, plots/tau.png.
 Re-running on the same --out resumes from the latest checkpoint.
 """
@@ -112,28 +114,37 @@ def run(args) -> int:
 
 
 def _before_after_table(summaries: list[dict], temperature: float) -> str:
-  from dspec_cli._table import format_table
+  """tau (mean of per-example ratios, C.4) per gamma and per-token acceptance, before/after.
 
-  tag = f"{float(temperature):g}"
+  Reads the measurement core's cells (``summary["before"]["sd"]``) by their
+  ``temperature``/``gamma`` fields."""
+  from dspec_cli._table import format_table
+  from dspec_models.measure.acceptance import find_cell, value
+
+  gammas = sorted({int(c["gamma"]) for s in summaries for c in (s["after"].get("sd") or {}).values()
+                   if float(c["temperature"]) == float(temperature)})
   headers = ["run", "steps"]
-  gammas = sorted({int(k.split("_g")[1].split("_")[0]) for s in summaries
-                   for k in s["after"] if k.startswith(f"sd_T{tag}_g") and k.endswith("_tau")})
   for g in gammas:
     headers += [f"tau g{g} before", "after"]
-  headers += ["alpha before", "after", "1-TVD before", "after"]
+  headers += ["alpha/token before", "after", "1-TVD(refs) before", "after"]
   rows = []
   for s in summaries:
     name = (s.get("recipe") or {}).get("name", "?")
     div = (s.get("recipe") or {}).get("divergence", "")
     row = [f"{name}[{div}]", s["steps"]]
+    cell = lambda which, g: find_cell(s[which].get("sd") or {}, temperature, g)
     for g in gammas:
-      row += [s["before"].get(f"sd_T{tag}_g{g}_tau"), s["after"].get(f"sd_T{tag}_g{g}_tau")]
+      row += [value(cell("before", g), "tau_mean_of_ratios"),
+              value(cell("after", g), "tau_mean_of_ratios")]
     g0 = gammas[0] if gammas else 3
-    row += [s["before"].get(f"sd_T{tag}_g{g0}_alpha"), s["after"].get(f"sd_T{tag}_g{g0}_alpha"),
-            s["before"].get("alpha_tvd_heldout"), s["after"].get("alpha_tvd_heldout")]
+    row += [value(cell("before", g0), "per_token_acceptance_mean_of_ratios"),
+            value(cell("after", g0), "per_token_acceptance_mean_of_ratios"),
+            s["before"].get("one_minus_tvd_on_references"),
+            s["after"].get("one_minus_tvd_on_references")]
     rows.append([float("nan") if v is None else v for v in row])
-  return f"SD at T={tag} (alpha at gamma={gammas[0] if gammas else '?'}):\n" + format_table(
-      headers, rows, digits=3)
+  return (f"SD at T={float(temperature):g} (tau and per-token acceptance: means over "
+          f"examples; alpha at gamma={gammas[0] if gammas else '?'}; 1-TVD(refs): proxy "
+          "along reference outputs):\n" + format_table(headers, rows, digits=3))
 
 
 def run_summary(args) -> int:
@@ -151,10 +162,20 @@ def run_summary(args) -> int:
       summary = json.load(f)
     if summary.get("kind") != "distill":
       raise ValueError(f"runs: {run_dir!r} is not a distillation run")
+    if summary.get("after") is not None and "sd" not in summary["after"]:
+      raise ValueError(f"runs: {run_dir!r} has a summary.json without the measurement core's "
+                       "'sd' cells (written by an older version); distil it again")
     summaries.append(summary)
+  tag = f"{float(args.temperature):g}"
+  measured = sorted({float(c["temperature"]) for s in summaries
+                     for c in ((s.get("after") or {}).get("sd") or {}).values()})
+  if measured and float(args.temperature) not in measured:
+    raise ValueError(f"--temperature {tag}: these runs measured SD at temperatures "
+                     f"{[f'{t:g}' for t in measured]}")
   print("Evaluations logged during training (first / last):")
   print(_before_after_table(summaries, args.temperature))
-  collected = {"runs": [{k: v for k, v in s.items() if k != "trajectory"} for s in summaries]}
+  collected = {"schema": "dspec.distill_summary", "schema_version": 2,
+               "runs": [{k: v for k, v in s.items() if k != "trajectory"} for s in summaries]}
   if args.remeasure:
     from dspec_models.distill.train import remeasure_before_after
 
@@ -162,7 +183,9 @@ def run_summary(args) -> int:
     for m in measured:
       m["steps"] = m["step"]
     print(f"\nRe-measured on {measured[0]['num_examples']} held-out inputs, same key:")
-    for t in (0.0, 1.0):
+    from dspec_models.measure.options import PAPER_TEMPERATURES
+
+    for t in PAPER_TEMPERATURES:
       print(_before_after_table(measured, t))
     collected["remeasured"] = measured
   if args.out:

@@ -25,6 +25,8 @@ import jax
 import numpy as np
 import pytest
 
+from dspec_models.measure.acceptance import find_cell
+
 TASK = "dspec_translate_en_de"
 TINY = (("d_model", 32), ("d_ff", 64), ("num_heads", 2), ("head_dim", 16), ("num_layers", 1),
         ("num_encoder_layers", 1))
@@ -96,16 +98,22 @@ def test_every_preset_runs_end_to_end(algo, pair, tmp_path, capsys):
   assert all(np.isfinite(r["loss"]) and r["loss"] >= 0 for r in train)
   evals = read_metrics(out, "eval")
   assert [e["step"] for e in evals] == [0, 4]
-  keys = ["eps_on_policy", "theorem41_bound", "alpha_eq3", "alpha_tvd_heldout",
-          "greedy_agreement_heldout", "heldout_divergence"]
+  keys = ["eps_on_policy", "theorem41_bound", "alpha_eq3", "one_minus_tvd_on_references",
+          "argmax_agreement_on_references", "heldout_divergence"]
   if full_eval:
-    keys += ["sd_T1_g3_alpha", "sd_T1_g3_tau", "sd_T1_g3_tau_iid", "score"]
+    keys += ["sd", "score"]
   for key in keys:
     assert evals[-1][key] is not None, key
   e = evals[-1]
-  assert 0 <= e["alpha_tvd_heldout"] <= 1 and 0 <= e["eps_on_policy"] <= 1
+  assert 0 <= e["one_minus_tvd_on_references"] <= 1 and 0 <= e["eps_on_policy"] <= 1
   if full_eval:
-    assert 0 <= e["sd_T1_g3_alpha"] <= 1 and 1 <= e["sd_T1_g3_tau"] <= 4
+    cell = find_cell(e["sd"], 1.0, 3)
+    assert 0 <= cell["per_token_acceptance"]["value"] <= 1
+    assert 1 <= cell["tau_ratio_of_totals"]["value"] <= 4
+    # Eq. 3's alpha rides along in the T = 1 cells, with tau(alpha_eq3, gamma) beside it
+    assert cell["alpha_eq3"]["value"] == e["alpha_eq3"]
+    assert cell["tau_geometric_of_alpha_eq3"] == pytest.approx(
+        sum(e["alpha_eq3"] ** k for k in range(4)))
   # The Theorem 4.1 estimate is exactly 1 - T * E[T/L_p] * eps with the logged factors.
   assert e["theorem41_bound_as_stated"] == pytest.approx(
       1 - e["max_len"] * e["mean_T_over_Lp"] * e["eps_on_policy"], rel=1e-9)
@@ -169,16 +177,16 @@ def test_distillation_raises_acceptance_over_the_undistilled_draft(pair, tmp_pat
       eval_every=24, checkpoint_every=24, score_examples=0, log_every=4, progress=False,
       seed=0, gammas=(3,), temperatures=(1.0,), eval_examples=EVAL_N, length_samples=1))
   before, after = summary["before"], summary["after"]
-  gain = after["alpha_tvd_heldout"] - before["alpha_tvd_heldout"]
-  print("alpha_tvd_heldout", before["alpha_tvd_heldout"], after["alpha_tvd_heldout"],
-        "sd alpha", before["sd_T1_g3_alpha"], after["sd_T1_g3_alpha"],
+  gain = after["one_minus_tvd_on_references"] - before["one_minus_tvd_on_references"]
+  c0, c1 = find_cell(before["sd"], 1.0, 3), find_cell(after["sd"], 1.0, 3)
+  print("one_minus_tvd_on_references", before["one_minus_tvd_on_references"],
+        after["one_minus_tvd_on_references"], "sd alpha",
+        c0["per_token_acceptance_mean_of_ratios"], c1["per_token_acceptance_mean_of_ratios"],
         "eps", before["eps_on_policy"], after["eps_on_policy"])
-  assert gain >= 0.05, (before["alpha_tvd_heldout"], after["alpha_tvd_heldout"])
-  a0, a1 = before["sd_T1_g3_alpha"], after["sd_T1_g3_alpha"]
-  from dspec_models.training import read_metrics
-
-  evals = read_metrics(tmp_path / "gkd", "eval")
-  n0, n1 = evals[0]["sd_T1_g3_tested"], evals[-1]["sd_T1_g3_tested"]
+  assert gain >= 0.05, (before["one_minus_tvd_on_references"], after["one_minus_tvd_on_references"])
+  a0 = c0["per_token_acceptance_mean_of_ratios"]["value"]
+  a1 = c1["per_token_acceptance_mean_of_ratios"]["value"]
+  n0, n1 = c0["totals"]["tested"], c1["totals"]["tested"]
   margin = 2 * np.sqrt(a1 * (1 - a1) / n1 + a0 * (1 - a0) / n0)
   assert a1 - a0 > margin, (a0, a1, n0, n1, margin)
   # The on-policy TVD (Theorem 4.1's eps) falls too.

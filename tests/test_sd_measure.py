@@ -80,6 +80,7 @@ def test_report_file_schema_and_plots(measured):
 
 
 def test_alpha_tau_consistency(measured):
+  """The core's cell fields, recomputed by brute-force sums over the example records."""
   report, _ = measured
   for cell in report["cells"].values():
     gamma = cell["gamma"]
@@ -95,23 +96,29 @@ def test_alpha_tau_consistency(measured):
       if tested:
         assert e["alpha_tested"] == pytest.approx(e["accepted"] / tested)
         assert 0.0 <= e["alpha_tested"] <= 1.0
-        # i.i.d. tau by brute force: sum_{k=0}^{gamma} alpha^k.
-        assert e["tau_iid"] == pytest.approx(sum(e["alpha_tested"] ** k
-                                                 for k in range(gamma + 1)), rel=1e-9)
         alphas.append(e["alpha_tested"])
       taus.append(e["tau"])
-    assert cell["alpha"] == pytest.approx(np.mean(alphas))
-    assert cell["tau"] == pytest.approx(np.mean(taus))
-    assert 1.0 <= cell["tau"] <= gamma + 1
-    assert cell["alpha_spread"]["n"] == len(alphas)
+    assert cell["per_token_acceptance_mean_of_ratios"]["value"] == pytest.approx(np.mean(alphas))
+    assert cell["tau_mean_of_ratios"]["value"] == pytest.approx(np.mean(taus))
+    assert cell["spread"]["per_token_acceptance"]["n"] == len(alphas)
     if len(alphas) > 1:
-      assert cell["alpha_spread"]["std"] == pytest.approx(np.std(alphas, ddof=1))
-    assert cell["tau_spread"]["min"] == min(taus) and cell["tau_spread"]["max"] == max(taus)
+      assert cell["spread"]["per_token_acceptance"]["std"] == pytest.approx(
+          np.std(alphas, ddof=1))
+    assert cell["spread"]["tau"]["min"] == min(taus) and cell["spread"]["tau"]["max"] == max(taus)
     tokens = sum(e["length"] for e in cell["examples"])
     calls = sum(e["target_calls"] for e in cell["examples"])
-    assert cell["tau_pooled"] == pytest.approx(tokens / calls)
-    assert cell["tau_iid"] == pytest.approx(float(block_efficiency(cell["alpha"], gamma)))
-    assert cell["tau_iid"] == pytest.approx(sum(cell["alpha"] ** k for k in range(gamma + 1)))
+    accepted = sum(e["accepted"] for e in cell["examples"])
+    tested = accepted + sum(e["rejected"] for e in cell["examples"])
+    assert cell["tau_ratio_of_totals"]["value"] == pytest.approx(tokens / calls)
+    assert 1.0 <= cell["tau_ratio_of_totals"]["value"] <= gamma + 1
+    alpha = accepted / tested
+    assert cell["per_token_acceptance"]["value"] == pytest.approx(alpha)
+    # i.i.d. tau by brute force: sum_{k=0}^{gamma} alpha^k.
+    assert cell["tau_geometric_of_per_token_acceptance"] == pytest.approx(
+        sum(alpha ** k for k in range(gamma + 1)))
+    assert cell["mean_acceptance_length"]["value"] == pytest.approx(1 + accepted / calls)
+    blocks = [n for e in cell["examples"] for n in e["accepted_per_block"]]
+    assert cell["accepted_length_histogram"] == [blocks.count(k) for k in range(gamma + 1)]
 
 
 def test_latency_and_speedup_formulas(measured):
@@ -135,7 +142,8 @@ def test_latency_and_speedup_formulas(measured):
     tau = sum(e["length"] for e in timed) / sum(e["target_calls"] for e in timed)
     assert sp["tau_pooled_timed"] == pytest.approx(tau)
     assert sp["predicted"] == pytest.approx(tau / (lat["c"] * gamma + 1))
-    assert sp["predicted_iid"] == pytest.approx(cell["tau_iid"] / (lat["c"] * gamma + 1))
+    assert sp["predicted_from_geometric_tau"] == pytest.approx(
+        cell["tau_geometric_of_per_token_acceptance"] / (lat["c"] * gamma + 1))
     assert sp["predicted_measured_verify"] == pytest.approx(
         tau * lat["t_target_step_s"] / (gamma * lat["t_draft_step_s"] + lat["t_verify_s"]))
     sd_rate = sum(e["length"] for e in timed) / sum(e["t_sd_s"] for e in timed)
@@ -204,8 +212,8 @@ def test_fresh_overwrites_and_non_report_file_is_refused(tmp_path):
   cell = report["cells"]["T1_g2"]
   # No timed examples: no realized speedup, but c and the theory prediction exist.
   assert cell["speedup"]["timed_examples"] == 0 and cell["speedup"]["realized"] is None
-  assert cell["speedup"]["predicted_iid"] == pytest.approx(
-      cell["tau_iid"] / (cell["latency"]["c"] * GAMMA + 1))
+  assert cell["speedup"]["predicted_from_geometric_tau"] == pytest.approx(
+      cell["tau_geometric_of_per_token_acceptance"] / (cell["latency"]["c"] * GAMMA + 1))
 
 
 @pytest.mark.slow

@@ -8,36 +8,39 @@ maximum output length; temperatures of both models are the SD temperature.
 * **Measured SD** (:func:`sd_metrics`): for each temperature in
   ``temperatures`` (0 and 1) and ``gamma`` in ``gammas`` (3, 5, 7), run
   :func:`dspec_models.speculative.speculative_generate` on the ``N`` inputs and
-  record the mean over examples of the empirical acceptance rate
-  ``alpha = accepted / (accepted + rejected)`` and block efficiency
-  ``tau = |y| / target calls`` (section 3), their pooled ratios, and the
-  i.i.d. prediction ``tau_iid = (1 - alpha^(gamma+1)) / (1 - alpha)``
-  (Figure 3c) from the measured alpha.  Keys ``sd_T{T}_g{gamma}_{alpha,tau,tau_iid,...}``.
-* **Held-out teacher-forced alignment** (:func:`heldout_alignment`), on the
-  references ``y*`` (no sampling noise): ``alpha_tvd_heldout = 1 - mean_t
-  TVD(p_t, q_t)`` (mean token acceptance rate at T = 1, Leviathan et al.
-  Cor. 3.6), ``greedy_agreement_heldout = mean_t 1[argmax p_t = argmax q_t]``
-  (token acceptance at T = 0), and ``heldout_divergence`` (Eq. 2 with the
-  run's divergence).
+  hand the records to the measurement core
+  (:func:`dspec_models.measure.acceptance.cell_statistics`: per-token
+  acceptance, tau as ratio of totals and mean of ratios, standard errors,
+  engine-standard metrics).  Stored under ``"sd"``, a dict of cells keyed by
+  :func:`~dspec_models.measure.acceptance.cell_key`; at ``T = 1`` each cell
+  also carries Eq. 3's ``alpha_eq3`` (below) and ``tau(alpha_eq3, gamma)``,
+  the theory axis of the paper's Figure 3c.
+* **Teacher-forced proxies on the references** (:func:`heldout_alignment`),
+  on ``y*`` (no sampling noise; not SD acceptance rates, since ``y*`` is
+  neither a target nor a draft sample): ``one_minus_tvd_on_references = 1 -
+  sum_t TVD(p_t, q_t) / sum |y*|`` (a proxy for the T = 1 acceptance rate),
+  ``argmax_agreement_on_references = mean_t 1[argmax p_t = argmax q_t]`` (a
+  proxy for the T = 0 one), and ``heldout_divergence`` (Eq. 2 with the run's
+  divergence).
 * **On-policy TVD** ``eps = mean_x (1/|y|) sum_t TVD(p_t, q_t)``, ``y ~ q(.|x)``
   (Theorem 4.1's ``epsilon``; one student sample per input).
 * **Eq. (3) acceptance** ``alpha_eq3 = mean_x [1 - sum_{j,t} TVD / sum_j |y_j|]``
-  over ``K`` teacher samples ``y_j ~ p(.|x)``; ``L_p(x)`` is estimated by
-  ``mean_j |y_j|``.
-* **Theorem 4.1 bound**, estimated from the samples above (plug-in
-  estimates: vacuous, i.e. negative, unless ``eps`` is small compared with
-  ``1 / T_max``).  ``theorem41_bound = 1 - T_max * mean_x[(T_max / L_p(x))
-  eps(x)]`` is the form the proof supports for a distribution over inputs
-  (Eq. 4 applied per input, then averaged); ``theorem41_bound_as_stated = 1
-  - T_max * mean_x[T_max / L_p(x)] * eps`` is Eq. 4 as printed, which
-  ``dspec proofs`` shows can exceed E[alpha] (``proofs_checks.counterexamples``).
+  over ``K`` target samples ``y_j ~ p(.|x)`` at T = 1 (standard error over
+  inputs in ``alpha_eq3_se``); ``L_p(x)`` is estimated by ``mean_j |y_j|``.
+* **Theorem 4.1 bound** (:mod:`dspec_theory.theorem41`), estimated from the
+  samples above (plug-in estimates: vacuous, i.e. negative, unless ``eps``
+  is small compared with ``1 / T_max``).  ``theorem41_bound = 1 - T_max *
+  mean_x[(T_max / L_p(x)) eps(x)]`` is the form the proof supports for a
+  distribution over inputs; ``theorem41_bound_as_stated = 1 - T_max *
+  mean_x[T_max / L_p(x)] * eps`` is Eq. 4 as printed, which ``dspec proofs``
+  shows can exceed E[alpha] (``proofs_checks.counterexamples``).
 * **Draft task score**: :func:`dspec_models.training.evaluation.task_score`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,15 +50,13 @@ from dspec_models import lm
 from dspec_models.configs import ModelConfig
 from dspec_models.distill.losses import per_sequence_divergence
 from dspec_models.distill.sampling import length_mask, sample_outputs
+from dspec_models.measure.options import PAPER_GAMMAS, PAPER_TEMPERATURES
 from dspec_models.training.data import TokenizedSplit, target_mask
 from dspec_theory.divergences import divergence_from_logits
+from dspec_theory.theorem41 import theorem41_bound_as_stated, theorem41_bound_per_input
 
 Array = jax.Array
 Model = tuple[ModelConfig, Any]
-
-
-def _temperature_tag(t: float) -> str:
-  return f"{float(t):g}"
 
 
 @functools.partial(jax.jit, static_argnames=("divergence",))
@@ -94,8 +95,8 @@ def heldout_alignment(teacher: Model, student: Model, data: TokenizedSplit,
     agree_sum += float(np.sum(np.asarray(agree)))
     tokens += int(np.sum(np.asarray(lengths)))
     div_values.append(np.asarray(per_seq, np.float64)[np.asarray(lengths) > 0])
-  return {"alpha_tvd_heldout": 1.0 - tvd_sum / tokens,
-          "greedy_agreement_heldout": agree_sum / tokens,
+  return {"one_minus_tvd_on_references": 1.0 - tvd_sum / tokens,
+          "argmax_agreement_on_references": agree_sum / tokens,
           "heldout_divergence": float(np.mean(np.concatenate(div_values))),
           "heldout_tokens": tokens}
 
@@ -136,7 +137,8 @@ def theorem41_estimates(student_tvd: np.ndarray, student_len: np.ndarray,
 
   Returns:
     ``eps = mean_x eps(x)`` with ``eps(x) = sum_t TVD / |y|`` (Eq. 2 normalisation);
-    ``alpha_eq3 = mean_x [1 - sum_{j,t} TVD / sum_j |y_j|]`` (Eq. 3);
+    ``alpha_eq3 = mean_x [1 - sum_{j,t} TVD / sum_j |y_j|]`` (Eq. 3) and
+    ``alpha_eq3_se`` (standard error over inputs);
     ``L_p(x) = mean_j |y_j|``; ``theorem41_bound = 1 - T mean_x[(T / L_p(x)) eps(x)]`` (Eq. 4
     per input, averaged: the form the proof supports) and
     ``theorem41_bound_as_stated = 1 - T mean_x[T / L_p(x)] eps`` (Eq. 4 as printed).
@@ -154,24 +156,31 @@ def theorem41_estimates(student_tvd: np.ndarray, student_len: np.ndarray,
   eps = float(np.mean(eps_x))
   l_p = t_len.mean(axis=0)                                               # L_p(x) [N]
   alpha_x = 1.0 - t_tvd.sum(axis=0) / np.maximum(t_len.sum(axis=0), 1.0)
-  t_over_lp_x = max_len / np.maximum(l_p, 1.0)                           # T / L_p(x) [N]
-  t_over_lp = float(np.mean(t_over_lp_x))
+  alpha_se = float(np.std(alpha_x, ddof=1) / np.sqrt(alpha_x.size)) if alpha_x.size > 1 else None
+  l_p_floor = np.maximum(l_p, 1.0)
   return {"eps_on_policy": eps,
           "alpha_eq3": float(np.mean(alpha_x)),
+          "alpha_eq3_se": alpha_se,
+          "alpha_eq3_inputs": int(alpha_x.size),
           "mean_Lp": float(np.mean(l_p)),
-          "mean_T_over_Lp": t_over_lp,
+          "mean_T_over_Lp": float(np.mean(max_len / l_p_floor)),
           "max_len": int(max_len),
-          "theorem41_bound": 1.0 - max_len * float(np.mean(t_over_lp_x * eps_x)),
-          "theorem41_bound_as_stated": 1.0 - max_len * t_over_lp * eps,
+          "theorem41_bound": theorem41_bound_per_input(eps_x, max_len, l_p_floor),
+          "theorem41_bound_as_stated": theorem41_bound_as_stated(eps_x, max_len, l_p_floor),
           "mean_student_length": float(np.mean(s_len))}
 
 
 def sd_metrics(teacher: Model, student: Model, inputs: np.ndarray, key: Array, *,
-               gammas: Sequence[int] = (3, 5, 7), temperatures: Sequence[float] = (0.0, 1.0),
-               max_new_tokens: int) -> dict:
-  """Measured SD alpha and tau (and the i.i.d. tau prediction) per temperature and gamma."""
-  from dspec_models.measure.stats import iid_tau, mean_or_none
-  from dspec_models.speculative import per_example_records, speculative_generate, summarize
+               gammas: Sequence[int] = PAPER_GAMMAS,
+               temperatures: Sequence[float] = PAPER_TEMPERATURES, max_new_tokens: int,
+               alpha_eq3: Optional[dict] = None) -> dict:
+  """Measured SD per temperature and gamma: ``{cell_key: cell}`` of the measurement core.
+
+  ``alpha_eq3``: optional ``{temperature: {"value", "se", "n"}}`` estimates of
+  Eq. 3's alpha, attached to the cells of that temperature.
+  """
+  from dspec_models.measure.acceptance import cell_key, cell_statistics
+  from dspec_models.speculative import speculative_generate
 
   out = {}
   inputs = np.asarray(inputs, np.int32)
@@ -180,24 +189,14 @@ def sd_metrics(teacher: Model, student: Model, inputs: np.ndarray, key: Array, *
       k = jax.random.fold_in(jax.random.fold_in(key, ti), int(g))
       res = speculative_generate(teacher, student, inputs, gamma=int(g), temperature=float(t),
                                  key=k, max_new_tokens=int(max_new_tokens))
-      records = per_example_records(res)
-      pooled = summarize(res)
-      alpha = mean_or_none(r["alpha_tested"] for r in records)
-      tau = mean_or_none(r["tau"] for r in records)
-      prefix = f"sd_T{_temperature_tag(t)}_g{int(g)}"
-      out[f"{prefix}_alpha"] = alpha
-      out[f"{prefix}_tau"] = tau
-      out[f"{prefix}_alpha_pooled"] = pooled["pooled_alpha_tested"]
-      out[f"{prefix}_tau_pooled"] = pooled["pooled_tau"]
-      out[f"{prefix}_tau_iid"] = iid_tau(alpha, int(g))
-      out[f"{prefix}_mean_length"] = float(np.mean([r["length"] for r in records]))
-      out[f"{prefix}_tested"] = int(sum(r["accepted"] + r["rejected"] for r in records))
+      out[cell_key(t, g)] = cell_statistics(res, gamma=int(g), temperature=float(t),
+                                            alpha_eq3=(alpha_eq3 or {}).get(float(t)))
   return out
 
 
 def alignment_metrics(teacher: Model, student: Model, heldout: TokenizedSplit, key: Array, *,
-                      divergence: str, gammas: Sequence[int] = (3, 5, 7),
-                      temperatures: Sequence[float] = (0.0, 1.0), max_new_tokens: int,
+                      divergence: str, gammas: Sequence[int] = PAPER_GAMMAS,
+                      temperatures: Sequence[float] = PAPER_TEMPERATURES, max_new_tokens: int,
                       length_samples: int = 2, batch_size: int = 64) -> dict:
   """All the evaluation quantities of the module doc except the task score."""
   k_sd, k_theorem = jax.random.split(key)
@@ -205,6 +204,9 @@ def alignment_metrics(teacher: Model, student: Model, heldout: TokenizedSplit, k
   out.update(theorem41_metrics(teacher, student, heldout.inputs, k_theorem, max_new_tokens,
                                length_samples))
   if gammas and temperatures:
-    out.update(sd_metrics(teacher, student, heldout.inputs, k_sd, gammas=gammas,
-                          temperatures=temperatures, max_new_tokens=max_new_tokens))
+    eq3 = {1.0: {"value": out["alpha_eq3"], "se": out["alpha_eq3_se"],
+                 "n": out["alpha_eq3_inputs"]}}
+    out["sd"] = sd_metrics(teacher, student, heldout.inputs, k_sd, gammas=gammas,
+                           temperatures=temperatures, max_new_tokens=max_new_tokens,
+                           alpha_eq3=eq3)
   return out

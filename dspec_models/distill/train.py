@@ -37,6 +37,7 @@ from dspec_models.distill import data_mix
 from dspec_models.distill.losses import distillation_loss, onehot_logits, token_tvd
 from dspec_models.distill.recipes import TEACHER_ONEHOT, make_recipe
 from dspec_models.distill.sampling import length_mask, sample_outputs
+from dspec_models.measure.options import PAPER_GAMMAS, PAPER_TEMPERATURES
 from dspec_models.training import checkpoint as ckpt
 from dspec_models.training import data as data_lib
 from dspec_models.training import evaluation as train_eval
@@ -44,9 +45,6 @@ from dspec_models.training import loop, parallel, rundir
 from dspec_models.training.schedule import learning_rate_at, make_optimizer
 from dspec_models.training.sft import check_common_options, run_loop, schedule_config
 from dspec_models.training.step import init_optimizer, make_update_step
-
-SD_GAMMAS = (3, 5, 7)
-SD_TEMPERATURES = (0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +76,8 @@ class DistillOptions:
   checkpoint_every: int = 50
   eval_examples: int = 64
   score_examples: int = 64
-  gammas: tuple = SD_GAMMAS
-  temperatures: tuple = SD_TEMPERATURES
+  gammas: tuple = PAPER_GAMMAS
+  temperatures: tuple = PAPER_TEMPERATURES
   length_samples: int = 2
   num_devices: Optional[int] = None
   train_limit: Optional[int] = None
@@ -252,14 +250,20 @@ def train_distill(options: DistillOptions, *,
   return summary
 
 
-_SUMMARY_KEYS = ("alpha_tvd_heldout", "greedy_agreement_heldout", "heldout_divergence",
-                 "eps_on_policy", "alpha_eq3", "theorem41_bound", "theorem41_bound_as_stated",
-                 "mean_Lp", "score", "metric")
+_SUMMARY_KEYS = ("one_minus_tvd_on_references", "argmax_agreement_on_references",
+                 "heldout_divergence", "eps_on_policy", "alpha_eq3", "alpha_eq3_se",
+                 "theorem41_bound", "theorem41_bound_as_stated", "mean_Lp", "score", "metric")
 
 
-def summarize_run(run_dir: Path | str, gammas: Sequence[int] = SD_GAMMAS,
-                  temperatures: Sequence[float] = SD_TEMPERATURES) -> dict:
-  """Before (first evaluation) / after (last evaluation) numbers of a distillation run."""
+def summarize_run(run_dir: Path | str, gammas: Sequence[int] = PAPER_GAMMAS,
+                  temperatures: Sequence[float] = PAPER_TEMPERATURES) -> dict:
+  """Before (first evaluation) / after (last evaluation) numbers of a distillation run.
+
+  ``before``/``after``/``trajectory`` records hold the scalar evaluations and
+  ``"sd"``: the measurement core's cells (:mod:`dspec_models.measure.acceptance`).
+  """
+  from dspec_models.measure.acceptance import cell_key, find_cell
+
   config = rundir.read_config(run_dir)
   evals = rundir.read_metrics(run_dir, "eval")
   train = rundir.read_metrics(run_dir, "train")
@@ -267,12 +271,13 @@ def summarize_run(run_dir: Path | str, gammas: Sequence[int] = SD_GAMMAS,
   def pick(rec: dict) -> dict:
     out = {"step": rec["step"]}
     out.update({k: rec.get(k) for k in _SUMMARY_KEYS if k in rec})
+    sd = rec.get("sd") or {}
+    out["sd"] = {}
     for t in temperatures:
       for g in gammas:
-        prefix = f"sd_T{float(t):g}_g{int(g)}"
-        for what in ("alpha", "tau", "tau_iid"):
-          if f"{prefix}_{what}" in rec:
-            out[f"{prefix}_{what}"] = rec[f"{prefix}_{what}"]
+        cell = find_cell(sd, t, g)
+        if cell is not None:
+          out["sd"][cell_key(t, g)] = cell
     return out
 
   return {"run_dir": str(run_dir), "kind": "distill", "task": config.get("task"),
@@ -286,8 +291,8 @@ def summarize_run(run_dir: Path | str, gammas: Sequence[int] = SD_GAMMAS,
 
 
 def remeasure_before_after(run_dir: Path | str, *, num_examples: int = 256, seed: int = 0,
-                           gammas: Sequence[int] = SD_GAMMAS,
-                           temperatures: Sequence[float] = SD_TEMPERATURES,
+                           gammas: Sequence[int] = PAPER_GAMMAS,
+                           temperatures: Sequence[float] = PAPER_TEMPERATURES,
                            split: str = "validation") -> dict:
   """SD alpha/tau of the undistilled draft and of the distilled one, on ``num_examples`` inputs.
 

@@ -5,21 +5,18 @@ Per example ``i`` (batch size 1, paper Appendix C.4), with key
 
 1. :func:`dspec_models.speculative.speculative_generate` gives the record of
    the example (:func:`~dspec_models.speculative.per_example_records`):
-   ``alpha = accepted / (accepted + rejected)`` (``alpha_tested``: the
-   per-token acceptance rate, the ``alpha`` of Eq. 1 and of ``tau(alpha)``),
-   ``tau = |y| / target calls``, and ``tau_iid = tau(alpha, gamma)``.
+   counts, per-block accepted lengths, ``alpha_tested = accepted / (accepted
+   + rejected)`` (per-token acceptance) and ``tau = |y| / target calls``.
 2. For the first ``timing_examples`` examples, the SD call and the
    autoregressive target baseline (:func:`~dspec_models.speculative.autoregressive_generate`,
    same code path, same key) are timed ``repeats`` times, interleaved
    (AR, SD, AR, SD, ...) so that load changes on a shared machine hit both
    alike; the first call of each (compilation, warm-up) is never timed.
 
-Cell statistics:
+Cell statistics: every acceptance statistic comes from the measurement core,
+:func:`dspec_models.measure.acceptance.cell_statistics` (names, estimators and
+standard errors documented there); this module adds:
 
-* ``alpha`` / ``tau``: means over examples (the paper's average over
-  examples, C.4) with their per-example spread; ``alpha_pooled`` /
-  ``tau_pooled``: ratios of totals.
-* ``tau_iid = tau(alpha, gamma)`` of the reported ``alpha`` (Figure 3c).
 * Realized speedup: the ratio of throughputs (tokens per second) of SD and
   autoregressive decoding over the timed examples, with each example's time
   the median of its repeats::
@@ -33,7 +30,9 @@ Cell statistics:
 * Predictions from the pooled ``tau`` of the timed examples and the measured
   forward costs (:mod:`dspec_models.measure.stats`): the paper's
   ``tau / (c gamma + 1)``, the measured-verification ``tau t_step / (gamma
-  t_draft + t_verify)``, and the pure-theory ``tau_iid / (c gamma + 1)``.
+  t_draft + t_verify)``, and ``predicted_from_geometric_tau = tau(alpha,
+  gamma) / (c gamma + 1)`` with the i.i.d. formula's tau of the measured
+  per-token acceptance.
 * Diagnostics of the gap: time per AR token over the bare target step, and
   time per SD block over the modelled block cost ``gamma t_draft + t_verify``
   (both 1 when the engine adds nothing to the forward passes).  Both timed
@@ -51,7 +50,7 @@ import jax
 import numpy as np
 
 from dspec_models import speculative as sd
-from dspec_models.measure import stats
+from dspec_models.measure import acceptance, stats
 from dspec_models.measure.options import MeasureOptions
 from dspec_models.measure.timing import load_average, time_call
 
@@ -88,7 +87,6 @@ def measure_example(target: Any, draft: Any, inputs: Optional[np.ndarray], index
   rec = sd.per_example_records(result)[0]
   out = {"index": int(index)}
   out.update({k: rec[k] for k in RECORD_FIELDS})
-  out["tau_iid"] = stats.iid_tau(rec["alpha_tested"], gamma)
   if not timed:
     return out
   start = time.perf_counter()
@@ -118,14 +116,15 @@ def _throughput_ratio(sd_tokens: float, sd_seconds: float, ar_tokens: float,
 
 
 def speedup_summary(examples: list[dict], *, gamma: int, latency: dict,
-                    tau_iid: Optional[float]) -> dict:
+                    tau_geometric: Optional[float]) -> dict:
   """Realized and predicted speedups of the timed examples (module doc)."""
   timed = [e for e in examples if "t_sd_s" in e]
   c = latency["c"]
-  predicted_iid = stats.predicted_speedup(tau_iid, gamma, c)
+  predicted_geometric = stats.predicted_speedup(tau_geometric, gamma, c)
   if not timed:
     return {"timed_examples": 0, "realized": None, "predicted": None,
-            "predicted_measured_verify": None, "predicted_iid": predicted_iid}
+            "predicted_measured_verify": None,
+            "predicted_from_geometric_tau": predicted_geometric}
   sd_tokens = float(sum(e["length"] for e in timed))
   ar_tokens = float(sum(e["ar_length"] for e in timed))
   blocks = float(sum(e["target_calls"] for e in timed))
@@ -154,7 +153,7 @@ def speedup_summary(examples: list[dict], *, gamma: int, latency: dict,
       "realized_per_example_spread": stats.spread(per_example),
       "predicted": predicted,
       "predicted_measured_verify": predicted_mv,
-      "predicted_iid": predicted_iid,
+      "predicted_from_geometric_tau": predicted_geometric,
       "realized_over_predicted": stats.ratio(realized, predicted),
       "realized_over_predicted_measured_verify": stats.ratio(realized, predicted_mv),
       "sd_tokens": int(sd_tokens),
@@ -173,38 +172,16 @@ def speedup_summary(examples: list[dict], *, gamma: int, latency: dict,
 
 def summarize_cell(examples: list[dict], *, gamma: int, temperature: float,
                    lenience: Optional[str], latency: dict) -> dict:
-  """Cell statistics from the example records (module doc)."""
-  alphas = [e["alpha_tested"] for e in examples]
-  taus = [e["tau"] for e in examples]
-  alpha = stats.mean_or_none(alphas)
-  accepted = sum(e["accepted"] for e in examples)
-  tested = accepted + sum(e["rejected"] for e in examples)
-  alpha_pooled = accepted / tested if tested else None
-  tokens = sum(e["length"] for e in examples)
-  calls = sum(e["target_calls"] for e in examples)
-  tau_iid = stats.iid_tau(alpha, gamma)
-  return {
-      "temperature": float(temperature),
-      "gamma": int(gamma),
-      "lenience": lenience,
-      "num_examples": len(examples),
-      "alpha": alpha,
-      "alpha_spread": stats.spread(alphas),
-      "alpha_pooled": alpha_pooled,
-      "alpha_drafted": stats.mean_or_none(e["alpha_drafted"] for e in examples),
-      "alpha_emitted": stats.mean_or_none(e["alpha_emitted"] for e in examples),
-      "tau": stats.mean_or_none(taus),
-      "tau_spread": stats.spread(taus),
-      "tau_pooled": tokens / calls if calls else None,
-      "tau_iid": tau_iid,
-      "tau_iid_pooled": stats.iid_tau(alpha_pooled, gamma),
-      "tau_iid_per_example_mean": stats.mean_or_none(e["tau_iid"] for e in examples),
-      "mean_length": tokens / len(examples),
-      "tokens": int(tokens),
-      "target_calls": int(calls),
-      "latency": latency,
-      "speedup": speedup_summary(examples, gamma=gamma, latency=latency, tau_iid=tau_iid),
-  }
+  """Cell statistics from the example records: the measurement core
+  (:func:`dspec_models.measure.acceptance.cell_statistics`) plus the forward
+  costs and speedups (module doc)."""
+  cell = acceptance.cell_statistics(examples, gamma=gamma, temperature=temperature,
+                                    lenience=lenience)
+  tau_geometric = cell["tau_geometric_of_per_token_acceptance"]
+  cell["latency"] = latency
+  cell["speedup"] = speedup_summary(examples, gamma=gamma, latency=latency,
+                                    tau_geometric=tau_geometric)
+  return cell
 
 
 def run_cell(target: Any, draft: Any, inputs: Optional[np.ndarray], *, gamma: int,

@@ -12,8 +12,11 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-DEFAULT_GAMMAS = (3, 5, 7)
-DEFAULT_TEMPERATURES = (0.0, 1.0)
+# The paper's evaluation grid (section 5.1, Appendix C.4), defined once: `dspec sd`,
+# the distillation evaluations and `dspec distill-summary --remeasure` use it.
+PAPER_GAMMAS = (3, 5, 7)
+PAPER_TEMPERATURES = (0.0, 1.0)
+
 
 
 def _is_int(x: Any) -> bool:
@@ -71,8 +74,8 @@ class MeasureOptions:
     seed: PRNG seed; example ``i`` uses ``fold_in(PRNGKey(seed), i)``.
   """
 
-  gammas: tuple[int, ...] = DEFAULT_GAMMAS
-  temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+  gammas: tuple[int, ...] = PAPER_GAMMAS
+  temperatures: tuple[float, ...] = PAPER_TEMPERATURES
   lenience: Optional[str] = None
   num_examples: int = 100
   timing_examples: Optional[int] = None
@@ -126,9 +129,3 @@ class MeasureOptions:
     d["gammas"] = list(self.gammas)
     d["temperatures"] = list(self.temperatures)
     return d
-
-
-def cell_key(temperature: float, gamma: int) -> str:
-  """The JSON key of a cell, e.g. ``"T0_g3"``."""
-  return f"T{float(temperature):g}_g{int(gamma)}"
-

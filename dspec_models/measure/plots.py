@@ -1,11 +1,11 @@
 """PNG plots of an SD measurement report (:mod:`dspec_models.measure.report`).
 
-* ``tau.png``: left, every example's empirical block efficiency ``tau_i``
-  against the i.i.d. prediction ``tau(alpha_i, gamma)`` of its own
-  acceptance rate, cell means as large markers, the diagonal for reference
-  (the paper's Figure 3c, per example); right, mean ``tau`` per gamma and
-  temperature (error bars: standard error over examples) beside
-  ``tau_iid = tau(alpha, gamma)`` of the mean ``alpha``.
+* ``tau.png``: left, per cell, the measured block efficiency (ratio of
+  totals, error bar: standard error over examples) against the i.i.d.
+  formula ``tau(alpha, gamma)`` of the measured per-token acceptance, the
+  diagonal for reference; right, the same per gamma and temperature.
+  (The i.i.d. formula of the *measured* acceptance is not the paper's
+  Figure 3c axis, which uses the TVD-based alpha of Eq. 3.)
 * ``speedup.png``: left, per cell, the paper's predicted speedup ``tau / (c
   gamma + 1)``, the measured-verification prediction and the realized
   speedup (error bar: range over repeats); right, realized against predicted
@@ -51,6 +51,8 @@ def plot_tau(report: dict, path: Path | str) -> str:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  from dspec_models.measure.acceptance import value
+
   cells = _cells(report)
   gammas = sorted({c["gamma"] for c in cells})
   temps = sorted({c["temperature"] for c in cells})
@@ -59,36 +61,36 @@ def plot_tau(report: dict, path: Path | str) -> str:
   hi = 1.0
   for c in cells:
     m = _MARKERS[temps.index(c["temperature"]) % len(_MARKERS)]
-    pts = [(e["tau_iid"], e["tau"]) for e in c["examples"]
-           if e["tau_iid"] is not None and e["tau"] is not None]
-    if pts:
-      x, y = np.asarray(pts).T
-      ax1.scatter(x, y, s=10, alpha=0.3, marker=m, color=colors[c["gamma"]])
-      hi = max(hi, float(np.max(x)), float(np.max(y)))
-    if c["tau_iid"] is not None and c["tau"] is not None:
-      ax1.scatter([c["tau_iid"]], [c["tau"]], s=120, marker=m, color=colors[c["gamma"]],
-                  edgecolors="black", label=f"T={c['temperature']:g}, gamma={c['gamma']}")
-  ax1.plot([1, hi], [1, hi], "k--", lw=1, label="measured = i.i.d.")
-  ax1.set_xlabel("i.i.d. prediction tau(alpha, gamma)")
-  ax1.set_ylabel("measured tau (tokens / target call)")
-  ax1.set_title("per example (small) and cell mean (large)")
+    x = c["tau_geometric_of_per_token_acceptance"]
+    y = value(c, "tau_ratio_of_totals")
+    if x is None or y is None:
+      continue
+    se = c["tau_ratio_of_totals"].get("se") or 0.0
+    ax1.errorbar([x], [y], yerr=[se], marker=m, ms=9, color=colors[c["gamma"]],
+                 mec="black", capsize=3, label=f"T={c['temperature']:g}, gamma={c['gamma']}")
+    hi = max(hi, x, y)
+  ax1.plot([1, hi], [1, hi], "k--", lw=1, label="measured = geometric")
+  ax1.set_xlabel("tau(alpha, gamma) of the measured per-token acceptance alpha")
+  ax1.set_ylabel("measured tau, ratio of totals (tokens / target call)")
+  ax1.set_title("per cell (error bar: standard error over examples)")
   ax1.legend(fontsize=7)
   for j, t in enumerate(temps):
     row = sorted((c for c in cells if c["temperature"] == t), key=lambda c: c["gamma"])
     g = [c["gamma"] for c in row]
-    tau = [c["tau"] if c["tau"] is not None else np.nan for c in row]
-    sem = [c["tau_spread"].get("sem") or 0.0 for c in row]
-    iid = [c["tau_iid"] if c["tau_iid"] is not None else np.nan for c in row]
+    tau = [value(c, "tau_ratio_of_totals") or np.nan for c in row]
+    se = [c["tau_ratio_of_totals"].get("se") or 0.0 for c in row]
+    geo = [c["tau_geometric_of_per_token_acceptance"] or np.nan for c in row]
     color = plt.cm.tab10(j)
-    ax2.errorbar(g, tau, yerr=sem, marker="o", color=color, capsize=3,
+    ax2.errorbar(g, tau, yerr=se, marker="o", color=color, capsize=3,
                  label=f"measured, T={t:g}")
-    ax2.plot(g, iid, ls="--", marker="x", color=color, label=f"tau(alpha), T={t:g}")
+    ax2.plot(g, geo, ls="--", marker="x", color=color,
+             label=f"tau(measured per-token alpha), T={t:g}")
   if gammas:
     ax2.plot(gammas, [g + 1 for g in gammas], ":", color="gray", label="gamma + 1 (maximum)")
   ax2.set_xlabel("gamma (block size)")
   ax2.set_ylabel("block efficiency tau")
   ax2.set_xticks(gammas)
-  ax2.set_title("mean tau (± s.e.) and i.i.d. prediction")
+  ax2.set_title("tau (ratio of totals, ± s.e.) and the i.i.d. formula")
   ax2.legend(fontsize=7)
   fig.suptitle(_title(report))
   return _save(fig, path)

@@ -3,7 +3,7 @@
 Layout of ``sd_measure.json`` (``SCHEMA`` / ``SCHEMA_VERSION``)::
 
     {
-      "schema": "dspec.sd_measure", "schema_version": 1,
+      "schema": "dspec.sd_measure", "schema_version": 2,
       "settings": {            # everything that must match to resume
         "options": {gammas, temperatures, lenience, num_examples, timing_examples,
                     repeats, latency_repeats, max_new_tokens, seed},
@@ -13,9 +13,10 @@ Layout of ``sd_measure.json`` (``SCHEMA`` / ``SCHEMA_VERSION``)::
       "environment": {device, platform, jax_version, cpu_count, ...},
       "latency": {t_target_step_s, t_draft_step_s, c, t_verify_s: {"<gamma>": s},
                   verify_over_step: {"<gamma>": ratio}, ...spreads},
-      "cells": {"T<temperature>_g<gamma>": {temperature, gamma, alpha, alpha_spread,
-                 tau, tau_spread, tau_iid, ..., latency, speedup: {realized,
-                 predicted, predicted_measured_verify, ...}, examples: [...]}},
+      "cells": {"T<temperature>_g<gamma>": {   # key from acceptance.cell_key; read the fields
+                 <every field of dspec_models.measure.acceptance.cell_statistics>,
+                 latency, speedup: {realized, predicted, predicted_measured_verify,
+                 predicted_from_geometric_tau, ...}, examples: [...]}},
       "cell_order": [...], "complete": bool, "plots": {...}
     }
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 SCHEMA = "dspec.sd_measure"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: cells hold the measurement core's fields (acceptance.cell_statistics)
 REPORT_FILE = "sd_measure.json"
 
 
@@ -136,11 +137,12 @@ def _fmt(x: Optional[float], digits: int = 3) -> str:
   return f"{x:.{digits}f}"
 
 
-def _pm(mean: Optional[float], spread: dict, digits: int = 3) -> str:
-  if mean is None:
+def _est(estimate: Optional[dict], digits: int = 3) -> str:
+  """``value±se`` of an estimate dict (``acceptance.ratio_of_totals``)."""
+  if not estimate or estimate.get("value") is None:
     return "-"
-  std = spread.get("std")
-  return f"{mean:.{digits}f}" + (f"±{std:.{digits - 1}f}" if std is not None else "")
+  se = estimate.get("se")
+  return f"{estimate['value']:.{digits}f}" + (f"±{se:.{digits}f}" if se is not None else "")
 
 
 def _table(headers, rows) -> str:
@@ -151,8 +153,9 @@ def _table(headers, rows) -> str:
   return "\n".join(lines)
 
 
-TABLE_HEADERS = ("T", "gamma", "alpha±sd", "tau±sd", "tau_iid", "c", "verify/step",
-                 "pred", "pred*", "realized [min-max]", "real/pred", "real/pred*")
+TABLE_HEADERS = ("T", "gamma", "alpha/token±se", "tau±se", "tau(alpha)", "accept len",
+                 "draft acc", "c", "verify/step", "pred", "pred*", "realized [min-max]",
+                 "real/pred", "real/pred*")
 
 
 def table_rows(report: dict) -> list[list[str]]:
@@ -169,8 +172,11 @@ def table_rows(report: dict) -> list[list[str]]:
       realized += f" [{rng['min']:.2f}-{rng['max']:.2f}]"
     rows.append([
         f"{cell['temperature']:g}", str(cell["gamma"]),
-        _pm(cell["alpha"], cell["alpha_spread"]), _pm(cell["tau"], cell["tau_spread"], 2),
-        _fmt(cell["tau_iid"], 2), _fmt(lat["c"], 3), _fmt(lat["verify_over_step"], 2),
+        _est(cell["per_token_acceptance"]), _est(cell["tau_ratio_of_totals"], 2),
+        _fmt(cell["tau_geometric_of_per_token_acceptance"], 2),
+        _fmt(cell["mean_acceptance_length"]["value"], 2),
+        _fmt(cell["draft_acceptance_rate"]["value"], 3),
+        _fmt(lat["c"], 3), _fmt(lat["verify_over_step"], 2),
         _fmt(sp.get("predicted"), 2), _fmt(sp.get("predicted_measured_verify"), 2), realized,
         _fmt(sp.get("realized_over_predicted"), 2),
         _fmt(sp.get("realized_over_predicted_measured_verify"), 2),
@@ -190,9 +196,12 @@ def format_report(report: dict) -> str:
           f"target {t.get('model_name')} ({t.get('num_params'):,} params, step {t.get('step')}) "
           f"draft {d.get('model_name')} ({d.get('num_params'):,} params, step {d.get('step')}) "
           f"on {report['environment'].get('device')}")
-  legend = ("alpha = accepted/(accepted+rejected) per example, mean±sd over examples; "
-            "tau = tokens/target call, mean±sd;\n"
-            "tau_iid = (1-alpha^(gamma+1))/(1-alpha); c = t_draft_step/t_target_step; "
+  legend = ("alpha/token = accepted/(accepted+rejected) drafts, ratio of totals ± s.e. over "
+            "examples (Eq. 1 alpha only if gamma >= T); tau = tokens/target call, ratio of "
+            "totals ± s.e.;\n"
+            "tau(alpha) = (1-alpha^(gamma+1))/(1-alpha) of that measured alpha (not Figure 3c's "
+            "Eq. 3 axis); accept len = 1 + accepted/blocks; draft acc = accepted/drafted;\n"
+            "c = t_draft_step/t_target_step; "
             "verify/step = t_verify(gamma+1 tokens)/t_target_step;\n"
             "pred = tau/(c gamma+1) (paper); pred* = tau t_step/(gamma t_draft+t_verify); "
             "realized = SD/AR throughput, median of repeats [range over repeats].")

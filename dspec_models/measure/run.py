@@ -28,7 +28,8 @@ import numpy as np
 from dspec_models.measure import plots as plots_lib
 from dspec_models.measure import report as report_lib
 from dspec_models.measure.cell import run_cell
-from dspec_models.measure.options import MeasureOptions, cell_key
+from dspec_models.measure.acceptance import cell_key
+from dspec_models.measure.options import MeasureOptions
 from dspec_models.measure.timing import cell_latency, model_latency
 
 TAU_PLOT = "tau.png"

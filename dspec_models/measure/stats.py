@@ -3,9 +3,10 @@
 Predictions compared with the measured wall-clock speedup (all per generated
 token, batch size 1):
 
-* i.i.d. block efficiency (Figure 3c): ``tau_iid = (1 - alpha^(gamma+1)) /
-  (1 - alpha)`` of the measured per-token acceptance rate ``alpha``
-  (:func:`dspec_theory.block.block_efficiency`).
+* i.i.d. block efficiency ``tau(alpha, gamma) = (1 - alpha^(gamma+1)) /
+  (1 - alpha)`` (:func:`dspec_theory.block.block_efficiency`), of whichever
+  alpha the caller names: the measured per-token acceptance, or Eq. 3's
+  TVD-based alpha along target samples (the axis of the paper's Figure 3c).
 * Paper's speedup (section 3, "Walltime improvement"): ``tau / (c gamma + 1)``
   with ``c = t_draft_step / t_target_step``.  It charges one target step for
   the verification call, which scores ``gamma + 1`` positions: true when a

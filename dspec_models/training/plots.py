@@ -6,11 +6,13 @@ Written into ``<run>/plots/``:
   (``eval_loss`` of ``"eval"`` records) against the step;
 * ``eval.png``: the task score (``score``; BLEU / ROUGE-2 / accuracy /
   perplexity) of ``"eval"`` records;
-* distillation runs (``"eval"`` records with ``sd_T*_g*_alpha`` keys) also get
-  ``acceptance.png`` (measured alpha per temperature and gamma; the
-  low-noise alphas ``alpha_eq3`` and ``alpha_tvd_heldout``; the Theorem 4.1
-  lower bound) and ``tau.png`` (measured tau next to the i.i.d. prediction
-  ``tau(alpha)``, Figure 3c).
+* distillation runs (``"eval"`` records with the measurement core's ``"sd"``
+  cells, :mod:`dspec_models.measure.acceptance`) also get ``acceptance.png``
+  (measured per-token acceptance per temperature and gamma; Eq. 3's alpha
+  along target samples; the proxy 1 - TVD along reference outputs; the
+  Theorem 4.1 lower bound) and ``tau.png`` (measured tau, ratio of totals,
+  next to ``tau(alpha_eq3, gamma)``, the theory axis of Figure 3c, and the
+  i.i.d. formula of the measured per-token acceptance).
 
 Redrawn from the whole file each time, so an interrupted run keeps its
 latest plots.
@@ -18,18 +20,28 @@ latest plots.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from dspec_models.measure.acceptance import find_cell, value
 from dspec_models.training import rundir
-
-_SD_KEY = re.compile(r"^sd_T(?P<t>[0-9.]+)_g(?P<g>\d+)_(?P<what>alpha|tau|tau_iid)$")
 
 
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
   xs, ys = [], []
   for r in records:
     v = r.get(key)
+    if isinstance(v, (int, float)):
+      xs.append(int(r["step"]))
+      ys.append(float(v))
+  return xs, ys
+
+
+def _sd_series(records: list[dict], temperature: float, gamma: int, field: str
+               ) -> tuple[list[int], list[float]]:
+  """``(steps, values)`` of one field of the ``(temperature, gamma)`` SD cell."""
+  xs, ys = [], []
+  for r in records:
+    v = value(find_cell(r.get("sd") or {}, temperature, gamma), field)
     if isinstance(v, (int, float)):
       xs.append(int(r["step"]))
       ys.append(float(v))
@@ -89,27 +101,21 @@ def plot_run(run_dir: Path | str) -> list[Path]:
     plt.close(fig)
     written.append(out_dir / "eval.png")
 
-  sd_keys: dict[tuple[str, int], set] = {}
-  for r in evals:
-    for k in r:
-      m = _SD_KEY.match(k)
-      if m:
-        sd_keys.setdefault((m["t"], int(m["g"])), set()).add(m["what"])
-  if sd_keys:
-    temps = sorted({t for t, _ in sd_keys}, key=float)
+  cells = {(float(c["temperature"]), int(c["gamma"])) for r in evals
+           for c in (r.get("sd") or {}).values()}
+  if cells:
+    temps = sorted({t for t, _ in cells})
     has_eps = any("eps_on_policy" in r for r in evals)
     ncols = len(temps) + int(has_eps)
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4.4), squeeze=False)
     for ax, t in zip(axes[0], temps):
-      for (tt, g) in sorted(sd_keys):
-        if tt != t:
-          continue
-        xs, ys = _series(evals, f"sd_T{t}_g{g}_alpha")
-        ax.plot(xs, ys, "o-", label=f"SD measured alpha, gamma={g}")
-      if float(t) == 1.0:
+      for g in sorted(g for tt, g in cells if tt == t):
+        xs, ys = _sd_series(evals, t, g, "per_token_acceptance")
+        ax.plot(xs, ys, "o-", label=f"SD per-token acceptance, gamma={g}")
+      if t == 1.0:
         for key, style, label in (
-            ("alpha_eq3", "k--", "alpha by Eq. 3 (1 - E_p[sum TVD]/L_p)"),
-            ("alpha_tvd_heldout", "g:", "1 - mean TVD, held-out targets")):
+            ("alpha_eq3", "k--", "alpha by Eq. 3 along target samples (1 - sum TVD / sum |y|)"),
+            ("one_minus_tvd_on_references", "g:", "proxy: 1 - TVD along reference outputs")):
           xs, ys = _series(evals, key)
           if xs:
             ax.plot(xs, ys, style, label=label)
@@ -122,13 +128,13 @@ def plot_run(run_dir: Path | str) -> list[Path]:
             ax.plot([], [], "r-.", label=f"Theorem 4.1 bound: {min(ys):.3g}..{max(ys):.3g} "
                     "(vacuous, < 0)")
       else:
-        xs, ys = _series(evals, "greedy_agreement_heldout")
+        xs, ys = _series(evals, "argmax_agreement_on_references")
         if xs:
-          ax.plot(xs, ys, "g:", label="argmax agreement, held-out targets")
+          ax.plot(xs, ys, "g:", label="proxy: argmax agreement along reference outputs")
       ax.set_ylim(0.0, 1.0)
       ax.set_xlabel("step")
-      ax.set_ylabel("acceptance rate alpha")
-      ax.set_title(f"{title}: acceptance at T={t}")
+      ax.set_ylabel("acceptance rate")
+      ax.set_title(f"{title}: acceptance at T={t:g}")
       ax.grid(alpha=0.3)
       ax.legend(fontsize=7, loc="lower right")
     if has_eps:
@@ -150,17 +156,18 @@ def plot_run(run_dir: Path | str) -> list[Path]:
 
     fig, axes = plt.subplots(1, len(temps), figsize=(6 * len(temps), 4.2), squeeze=False)
     for ax, t in zip(axes[0], temps):
-      for i, (tt, g) in enumerate(sorted(sd_keys)):
-        if tt != t:
-          continue
+      for i, g in enumerate(sorted(g for tt, g in cells if tt == t)):
         color = f"C{i % 10}"
-        xs, ys = _series(evals, f"sd_T{t}_g{g}_tau")
+        xs, ys = _sd_series(evals, t, g, "tau_ratio_of_totals")
         ax.plot(xs, ys, "o-", color=color, label=f"measured tau, gamma={g}")
-        xs, ys = _series(evals, f"sd_T{t}_g{g}_tau_iid")
-        ax.plot(xs, ys, "--", color=color, label=f"i.i.d. tau(alpha), gamma={g}")
+        xs, ys = _sd_series(evals, t, g, "tau_geometric_of_alpha_eq3")
+        if xs:
+          ax.plot(xs, ys, "--", color=color, label=f"tau(alpha_eq3), gamma={g} (Figure 3c axis)")
+        xs, ys = _sd_series(evals, t, g, "tau_geometric_of_per_token_acceptance")
+        ax.plot(xs, ys, ":", color=color, label=f"tau(measured per-token alpha), gamma={g}")
       ax.set_xlabel("step")
-      ax.set_ylabel("block efficiency tau")
-      ax.set_title(f"{title}: tau at T={t}")
+      ax.set_ylabel("block efficiency tau (ratio of totals)")
+      ax.set_title(f"{title}: tau at T={t:g}")
       ax.grid(alpha=0.3)
       ax.legend(fontsize=7)
     _save(fig, out_dir / "tau.png")
