@@ -3,6 +3,7 @@
   dspec theory markov --vocab 8 --max-len 16 --gamma 3 --seed 0 [--lenience sq:0.5] [--json]
   dspec theory tau --alpha 0.8 --gamma 5 --c 0.05 [--json]
   dspec theory tau --tau 2.31 --gamma 3
+  dspec theory convert --num-drafts N --num-draft-tokens M --num-accepted K [--per-position a,b,c]
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ def add_parser(subparsers) -> None:
   t.add_argument("--json", action="store_true", help="print JSON")
   t.set_defaults(func=run_tau)
 
+  from dspec_cli import theory_counters
+
+  theory_counters.add_subcommand(sub)
+
 
 def _load_pair(args):
   import jax
@@ -99,6 +104,7 @@ def markov_report(p, q, max_len: int, gammas: list[int], lenience=None, c: float
   import jax
   import numpy as np
 
+  from dspec_cli import theory_counters
   from dspec_theory import block, markov as mk, sampler
 
   seq = mk.sequence_stats(p, q, max_len)
@@ -115,6 +121,7 @@ def markov_report(p, q, max_len: int, gammas: list[int], lenience=None, c: float
         "expected_len": float(sd.expected_len),
         "speedup_exact": float(block.speedup_from_tau(tau, gamma, c)),
         "speedup_iid": float(block.expected_speedup(alpha, gamma, c)),
+        "per_position": theory_counters.markov_positions(p, q, max_len, gamma, lenience, alpha),
     }
     if mc:
       res = sampler.simulate_markov(p, q, max_len, gamma, lenience,
@@ -189,6 +196,9 @@ def run_markov(args) -> int:
               f"{r['target_calls_monte_carlo']:.4f} +- {r['target_calls_monte_carlo_se']:.4f}"]
     rows.append(row)
   print(format_table(headers, rows))
+  from dspec_cli.theory_counters import format_markov_positions
+
+  print("\n" + format_markov_positions(report))
   if report["lenience"]:
     print("\n(lossy SD: tau iid uses the lossless alpha; the exact columns use the lenience)")
   print(f"\nbest gamma by the iid model at c={report['c']:g}: {report['best_gamma_iid']}"
