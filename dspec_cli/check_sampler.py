@@ -11,7 +11,8 @@ def add_parser(subparsers) -> None:
                   "tests the outputs against the exact law (chi-square, Holm-corrected, with a "
                   "power analysis). The step contract is documented in "
                   "dspec_theory.conformance: step(key, target, draft, context, gamma) -> "
-                  "int tokens [gamma + 1] padded with -1. Exit code 0: conforms; 1: rejected.",
+                  "int tokens [gamma + 1] padded with -1. Exit code 0: conforms; 1: rejected; "
+                  "2: bad input (module, signature, flags); 4: the sampler raised.",
   )
   parser.add_argument("sampler", metavar="MODULE:FUNCTION",
                       help="e.g. dspec_theory.conformance:reference_step")
@@ -34,17 +35,73 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args) -> int:
-  from dspec_theory.conformance import check_sampler, load_step
+  from dspec_theory.conformance import check_sampler
 
   try:
     gammas = tuple(int(g) for g in args.gammas.split(",") if g.strip())
   except ValueError:
     raise ValueError(f"--gammas must be comma-separated integers; got {args.gammas!r}") from None
-  step = load_step(args.sampler)
+  step = _load(args.sampler)
   print(f"checking {args.sampler} ...", flush=True)
-  report = check_sampler(
-      step, lenience=args.lenience, gammas=gammas, max_len=args.max_len, alpha=args.alpha,
-      power=args.power, min_effect=args.min_effect, num_samples=args.samples, seed=args.seed,
-      vectorized=False if args.no_vmap else None, progress=True)
+  try:
+    report = check_sampler(
+        step, lenience=args.lenience, gammas=gammas, max_len=args.max_len, alpha=args.alpha,
+        power=args.power, min_effect=args.min_effect, num_samples=args.samples, seed=args.seed,
+        vectorized=False if args.no_vmap else None, progress=True)
+  except Exception as err:  # noqa: BLE001 -- the sampler's own failure, not a verdict
+    import sys
+
+    if isinstance(err, ValueError) and not _raised_in(err, step):
+      raise   # a bad flag, reported by the checker's input checks
+
+    text = " ".join(str(err).split())[:300]
+    print(f"dspec check-sampler: error: the sampler {args.sampler} raised "
+          f"{type(err).__name__}: {text} (exit {SAMPLER_ERROR}: not a verdict)", file=sys.stderr)
+    return SAMPLER_ERROR
   print(report.table())
   return 0 if report.passed else 1
+
+
+SAMPLER_ERROR = 4   # exit code: the sampler failed to run (0 conforms, 1 rejected, 2 bad input)
+
+
+def _raised_in(err: BaseException, fn) -> bool:
+  """Whether a frame of ``err``'s traceback runs code of the file that defines ``fn``."""
+  import inspect
+
+  try:
+    source = inspect.getsourcefile(inspect.unwrap(fn))
+  except TypeError:
+    return True
+  tb = err.__traceback__
+  while tb is not None:
+    if tb.tb_frame.f_code.co_filename == source:
+      return True
+    tb = tb.tb_next
+  return False
+
+
+def _load(spec: str):
+  """``load_step`` with one-line errors for a module that does not compile or a function
+  that cannot take the contract's five arguments ``(key, target, draft, context, gamma)``."""
+  import inspect
+
+  from dspec_theory.conformance import load_step
+
+  try:
+    step = load_step(spec)
+  except SyntaxError as err:
+    raise ValueError(f"sampler: module of {spec!r} has a syntax error ({err.msg}, "
+                     f"{err.filename}:{err.lineno})") from None
+  except ValueError:
+    raise
+  except Exception as err:  # noqa: BLE001 -- importing runs the module's code
+    raise ValueError(f"sampler: importing {spec!r} raised {type(err).__name__}: {err}") from None
+  try:
+    inspect.signature(step).bind(None, None, None, None, None)
+  except TypeError:
+    raise ValueError(f"sampler: {spec!r} cannot be called as step(key, target, draft, context, "
+                     f"gamma); its signature is {inspect.signature(step)}") from None
+  except ValueError:   # no signature (a builtin): let the call decide
+    pass
+  return step

@@ -82,6 +82,10 @@ def run(args) -> int:
   import dataclasses
 
   _check_flags(args)
+  if args.out is not None:   # checked before computing
+    from dspec_models.training.rundir import require_writable_dir
+
+    require_writable_dir(args.out)
   from dspec_models.measure import MeasureOptions, format_report, measure_runs
 
   options = MeasureOptions(

@@ -81,14 +81,24 @@ def _load_pair(args):
   from dspec_theory import markov as mk
 
   if args.load:
+    import zipfile
+
     try:
-      data = np.load(args.load)
-    except OSError as err:
-      raise ValueError(f"--load: cannot read {args.load}: {err}") from None
-    missing = {"p_init", "p_trans", "q_init", "q_trans", "eos"} - set(data.files)
+      data = np.load(args.load, allow_pickle=False)
+      files = set(data.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+      why = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+      raise ValueError(f"--load: {args.load!r} is not a readable .npz archive ({why})") from None
+    except AttributeError:   # np.load returned a plain array: a .npy file
+      raise ValueError(f"--load: {args.load!r} is a .npy array, not a .npz archive") from None
+    missing = {"p_init", "p_trans", "q_init", "q_trans", "eos"} - files
     if missing:
       raise ValueError(f"--load: {args.load} lacks {sorted(missing)}")
-    eos = int(data["eos"])
+    eos_arr = np.asarray(data["eos"])
+    if eos_arr.ndim != 0 or eos_arr.dtype.kind not in "iu":
+      raise ValueError(f"--load: eos must be an integer scalar; got {eos_arr.tolist()!r} "
+                       f"(dtype {eos_arr.dtype}, shape {eos_arr.shape})")
+    eos = int(eos_arr)
     return (mk.markov_lm(data["p_init"], data["p_trans"], eos),
             mk.markov_lm(data["q_init"], data["q_trans"], eos))
   k1, k2 = jax.random.split(jax.random.key(args.seed))
@@ -167,6 +177,11 @@ def run_markov(args) -> int:
   gammas = parse_gammas(args.gamma)
   if args.max_len < 1:
     raise ValueError(f"--max-len must be >= 1; got {args.max_len}")
+  if args.save:   # checked before computing
+    from dspec_models.training.rundir import require_writable_file
+
+    save = args.save if str(args.save).endswith(".npz") else f"{args.save}.npz"
+    require_writable_file(save, "--save")
   p, q = _load_pair(args)
   if args.save:
     np.savez(args.save, p_init=np.asarray(p.init), p_trans=np.asarray(p.trans),

@@ -37,6 +37,17 @@ def jsonl_bytes(records: Iterable[Mapping]) -> bytes:
     )
 
 
+def file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open(path, "w")`` would give a new file.
+
+    Files written through ``tempfile.mkstemp`` (created ``0600``) are given this mode
+    before their rename, so they follow the user's umask like any other file.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename (safe under pytest -n)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +55,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

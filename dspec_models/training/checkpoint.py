@@ -13,10 +13,25 @@ batch of a step is a pure function of the step (:mod:`.data`), so restoring
 ``(params, opt_state, step)`` and continuing reproduces an uninterrupted run
 bit for bit.  ``load_params`` restores only the ``params`` item (what
 :func:`dspec_models.training.rundir.load_model` needs).
+
+Integrity: after orbax has written a step, ``<step>/dspec_integrity.json``
+records the size and SHA-256 of every file of the step.  A step is *damaged*
+when a recorded file is missing, shorter or altered, when the record itself is
+unreadable, when the step directory is empty (a stray directory), or when
+orbax cannot restore it.  :func:`find_resumable` walks the steps newest first,
+moves damaged ones aside to ``<run>/checkpoints_damaged/<step>`` (reported in
+one line each) and returns the newest intact one; when none is intact it
+refuses, naming the directories.  :func:`load_params` (``sd``, evaluation)
+refuses a damaged step with the run and the step it cannot read.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -25,6 +40,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_SUBDIR = "checkpoints"
+DAMAGED_SUBDIR = "checkpoints_damaged"
+INTEGRITY_FILE = "dspec_integrity.json"
+MIN_TO_KEEP = 2
 
 
 class TrainState(NamedTuple):
@@ -74,6 +92,133 @@ def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState,
       opt_state=ocp.args.StandardSave(state.opt_state),
       meta=ocp.args.JsonSave(meta)), force=True)
   manager.wait_until_finished()
+  write_integrity(Path(manager.directory) / str(int(state.step)))
+
+
+def _digests(step_dir: Path) -> dict[str, list]:
+  out = {}
+  for path in sorted(p for p in step_dir.rglob("*") if p.is_file()):
+    rel = path.relative_to(step_dir).as_posix()
+    if rel == INTEGRITY_FILE:
+      continue
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    out[rel] = [path.stat().st_size, h.hexdigest()]
+  return out
+
+
+def write_integrity(step_dir: Path | str) -> None:
+  """Records size and SHA-256 of every file of a saved step (``<step>/dspec_integrity.json``)."""
+  from dspec_models.training.rundir import write_json
+
+  step_dir = Path(step_dir)
+  write_json(step_dir / INTEGRITY_FILE, {"files": _digests(step_dir)})
+
+
+def step_damage(step_dir: Path | str) -> Optional[str]:
+  """Why the checkpoint directory ``step_dir`` is damaged (one phrase), or None if intact.
+
+  Steps with an integrity record are checked file by file (missing,
+  truncated, altered); steps without one (an older run, or a crash between
+  orbax's commit and the record) only for orbax's commit marker and a
+  readable ``meta`` item -- restoring them is the final check.
+  """
+  step_dir = Path(step_dir)
+  if not step_dir.is_dir():
+    return "not a directory"
+  if not any(step_dir.iterdir()):
+    return "empty directory"
+  record = step_dir / INTEGRITY_FILE
+  if record.is_file():
+    try:
+      files = json.loads(record.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+      return f"{INTEGRITY_FILE} unreadable"
+    for rel, (size, sha) in sorted(files.items()):
+      path = step_dir / rel
+      if not path.is_file():
+        return f"{rel} missing"
+      actual = path.stat().st_size
+      if actual != size:
+        return f"{rel} has {actual} bytes, {size} written"
+      h = hashlib.sha256()
+      with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          h.update(block)
+      if h.hexdigest() != sha:
+        return f"{rel} altered (SHA-256 differs from the one recorded at save)"
+    return None
+  for rel in ("params", "meta/metadata"):
+    if not (step_dir / rel).exists():
+      return f"{rel} missing"
+  try:
+    json.loads((step_dir / "meta" / "metadata").read_text())
+  except (OSError, ValueError):
+    return "meta/metadata unreadable"
+  return None
+
+
+def _one_line(err: BaseException) -> str:
+  text = " ".join(str(err).split())
+  text = text if len(text) <= 160 else text[:157] + "..."
+  return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _step_dirs(run_dir: Path | str) -> list[tuple[int, Path]]:
+  root = checkpoint_dir(run_dir)
+  if not root.is_dir():
+    return []
+  return sorted(((int(p.name), p) for p in root.iterdir() if p.name.isdigit()), reverse=True)
+
+
+def _move_aside(run_dir: Path | str, step_dir: Path) -> Path:
+  dest_root = Path(run_dir).absolute() / DAMAGED_SUBDIR
+  dest_root.mkdir(parents=True, exist_ok=True)
+  dest, n = dest_root / step_dir.name, 1
+  while dest.exists():
+    dest, n = dest_root / f"{step_dir.name}.{n}", n + 1
+  shutil.move(str(step_dir), str(dest))
+  return dest
+
+
+def find_resumable(run_dir: Path | str, template: "TrainState", sharding: Any = None,
+                   max_to_keep: int = 3, report: Any = None
+                   ) -> tuple[Optional["TrainState"], dict, ocp.CheckpointManager]:
+  """``(state, meta, manager)`` of the newest intact checkpoint (``(None, {}, manager)`` if none).
+
+  Damaged newer steps are moved to ``<run>/checkpoints_damaged/`` and reported
+  with one line each on ``report`` (default stderr).
+
+  Raises:
+    ValueError: naming the damaged directories when the run has checkpoints
+      but none of them is intact (nothing is moved then).
+  """
+  report = sys.stderr if report is None else report
+  damaged: list[tuple[int, Path, str]] = []
+  for step, step_dir in _step_dirs(run_dir):
+    reason = step_damage(step_dir)
+    if reason is None:
+      manager = checkpoint_manager(run_dir, max_to_keep=max_to_keep, read_only=True)
+      try:
+        state, meta = restore_checkpoint(manager, template, step=step, sharding=sharding)
+      except Exception as err:  # noqa: BLE001 -- any failure to read means a damaged step
+        reason = f"cannot be restored ({_one_line(err)})"
+      finally:
+        manager.close()
+    if reason is None:
+      for bad_step, bad_dir, why in damaged:
+        dest = _move_aside(run_dir, bad_dir)
+        print(f"checkpoint step {bad_step} of {str(run_dir)!r} is damaged ({why}); moved to "
+              f"{str(dest)!r}; resuming from step {step}", file=report)
+      return state, meta, checkpoint_manager(run_dir, max_to_keep=max_to_keep)
+    damaged.append((step, step_dir, reason))
+  if damaged:
+    listing = "; ".join(f"{str(d)!r}: {why}" for _, d, why in damaged)
+    raise ValueError(f"run_dir {str(run_dir)!r} has no intact checkpoint ({listing}); move "
+                     "these directories away to start over, or use --fresh")
+  return None, {}, checkpoint_manager(run_dir, max_to_keep=max_to_keep)
 
 
 def _abstract(tree: Any, sharding: Any = None) -> Any:
@@ -137,7 +282,24 @@ def load_params(run_dir: Path | str, abstract_params: Any, step: Optional[int] =
     raise ValueError(f"run_dir {str(run_dir)!r} has no checkpoints/ directory")
   manager = checkpoint_manager(run_dir, read_only=True)
   step = _existing_step(manager, step, run_dir)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(abstract_params)),
-      meta=ocp.args.JsonRestore()))
+  step_dir = checkpoint_dir(run_dir) / str(step)
+  reason = step_damage(step_dir)
+  if reason is None:
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(_abstract(abstract_params)),
+          meta=ocp.args.JsonRestore()))
+    except Exception as err:  # noqa: BLE001 -- any failure to read means a damaged step
+      reason = f"cannot be restored ({_one_line(err)})"
+  if reason is not None:
+    raise ValueError(f"run_dir {str(run_dir)!r}: cannot read checkpoint step {step} "
+                     f"({str(step_dir)!r}: {reason})")
   return restored["params"], int(step), dict(restored["meta"])
+
+
+def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+  """The ``meta`` item of ``step`` ({} when it cannot be read)."""
+  try:
+    return dict(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+  except Exception:  # noqa: BLE001
+    return {}

@@ -5,7 +5,11 @@ A split is tokenized once through the task's seqio pipeline
 int32 arrays ``inputs [N, Lin]`` and ``targets [N, L]`` (0 = padding, every
 row ends with EOS = 1 or is cut at ``L``), and cached as ``.npz`` under
 ``<artifacts>/token_cache/`` keyed by task, split, lengths and the SHA-256 of
-the SentencePiece model.
+the SentencePiece model.  The cache belongs to the corpus, not to a run: it
+sits beside the built corpora (``$DSPEC_ARTIFACTS``, default
+``<repo>/artifacts``) whatever ``--out`` says, is shared by every run of the
+task, and is safe to delete (an unreadable file is rebuilt, an unwritable
+directory only disables the caching).
 
 Batches are a pure function of ``(step, seed)``: the training stream is the
 concatenation of epochs, epoch ``e`` being the permutation
@@ -114,6 +118,35 @@ def _tokenize(task: str, split: str, max_input_len: int, max_target_len: int,
   return inp, tgt
 
 
+def _read_cache(path: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
+  """The cached arrays, or None when the file cannot be read (it is then rebuilt)."""
+  import zipfile
+
+  try:
+    with np.load(path) as data:
+      return np.asarray(data["inputs"]), np.asarray(data["targets"])
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    return None
+
+
+def _write_cache(path: Path, inputs: np.ndarray, targets: np.ndarray) -> None:
+  """Writes the cache file atomically with the umask's mode; an unwritable cache
+  directory only costs the caching (the split is returned either way)."""
+  from dspec_models.data.storage import file_mode
+
+  tmp = None
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, inputs=inputs, targets=targets)
+    os.chmod(tmp, file_mode())
+    os.replace(tmp, path)
+  except OSError:
+    if tmp is not None and os.path.exists(tmp):
+      os.unlink(tmp)
+
+
 def load_split(task: str, split: str, *, max_input_len: int, max_target_len: int,
                vocab_size: int, limit: Optional[int] = None,
                cache_dir: Optional[Path | str] = None, use_cache: bool = True
@@ -159,9 +192,9 @@ def _load_split(task: str, split: str, max_input_len: int, max_target_len: int,
   name = (f"{task}_{split}_sp{vocab_size}_{vocab['sha256'][:12]}_"
           f"in{int(max_input_len)}_out{int(max_target_len)}.npz")
   path = cache_dir / name
-  if use_cache and path.is_file():
-    with np.load(path) as data:
-      inputs, targets = data["inputs"], data["targets"]
+  cached = _read_cache(path) if use_cache and path.is_file() else None
+  if cached is not None:
+    inputs, targets = cached
     if limit is not None:
       inputs, targets = inputs[:limit], targets[:limit]
   elif limit is not None or not use_cache:
@@ -170,11 +203,7 @@ def _load_split(task: str, split: str, max_input_len: int, max_target_len: int,
   else:
     inputs, targets = _tokenize(task, split, int(max_input_len), int(max_target_len),
                                 vocab_size, None)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, inputs=inputs, targets=targets)
-    os.replace(tmp, path)
+    _write_cache(path, inputs, targets)
   inputs = np.ascontiguousarray(inputs, np.int32)
   targets = np.ascontiguousarray(targets, np.int32)
   inputs.setflags(write=False)

@@ -29,6 +29,7 @@ import numpy as np
 from dspec_models.training import checkpoint as ckpt
 from dspec_models.training import rundir
 
+LOG_WINDOW_KEY = "log_window"
 StepFn = Callable[[ckpt.TrainState], tuple[ckpt.TrainState, dict]]
 
 
@@ -42,7 +43,8 @@ class LoopOptions:
     eval_every: steps between evaluations (0: only at the start and the end).
     checkpoint_every: steps between checkpoints (and always at the end).
     eval_at_start: evaluate the initial state (step 0).
-    max_to_keep: checkpoints kept.
+    max_to_keep: checkpoints kept (at least 2, so that a damaged newest one has an
+      intact predecessor to resume from).
     progress: show the tqdm bar.
     desc: label of the bar.
   """
@@ -59,8 +61,9 @@ class LoopOptions:
   def __post_init__(self):
     for name in ("num_steps", "log_every", "checkpoint_every", "max_to_keep"):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+      low = ckpt.MIN_TO_KEEP if name == "max_to_keep" else 1
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
     if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or (
         self.eval_every < 0):
       raise ValueError(f"eval_every must be an int >= 0; got {self.eval_every!r}")
@@ -69,12 +72,17 @@ class LoopOptions:
 def init_or_resume(run_dir: Path | str, init_state: ckpt.TrainState, *,
                    sharding: Any = None, max_to_keep: int = 3
                    ) -> tuple[ckpt.TrainState, Any, bool]:
-  """``(state, manager, resumed)``: the latest checkpoint of ``run_dir``, or ``init_state``."""
-  manager = ckpt.checkpoint_manager(run_dir, max_to_keep=max_to_keep)
-  if manager.latest_step() is None:
+  """``(state, manager, resumed)``: the newest intact checkpoint of ``run_dir``, or ``init_state``.
+
+  A damaged newer checkpoint is moved aside and reported in one line
+  (:func:`.checkpoint.find_resumable`); a run whose checkpoints are all
+  damaged is refused, naming them.
+  """
+  state, _, manager = ckpt.find_resumable(run_dir, init_state, sharding=sharding,
+                                          max_to_keep=max_to_keep)
+  if state is None:
     rundir.truncate_metrics(run_dir, -1)  # records of an attempt that never checkpointed
     return init_state, manager, False
-  state, _ = ckpt.restore_checkpoint(manager, init_state, sharding=sharding)
   if not np.array_equal(np.asarray(state.rng_key, np.uint32),
                         np.asarray(init_state.rng_key, np.uint32)):
     raise ValueError(f"run_dir {str(run_dir)!r} holds a run with another seed "
@@ -118,8 +126,19 @@ def run_training(run_dir: Path | str, state: ckpt.TrainState, step_fn: StepFn,
   if options.eval_at_start and state.step == 0 and not _has_eval(run_dir, 0):
     evaluate(state)
 
+  # The "train" record averages the steps since the last one; a checkpoint that falls
+  # inside a window carries the window's values, so a resumed run logs the same averages.
   window: dict[str, list[float]] = {}
+  if state.step > 0 and state.step % options.log_every != 0:
+    saved = ckpt.read_meta(manager, state.step).get(LOG_WINDOW_KEY) or {}
+    window = {k: [float(x) for x in v] for k, v in saved.items()}
   window_start = time.perf_counter()
+
+  def save(st: ckpt.TrainState) -> None:
+    meta = dict(extra_meta or {})
+    meta[LOG_WINDOW_KEY] = window
+    ckpt.save_checkpoint(manager, st, meta)
+
   bar = tqdm(total=options.num_steps, initial=state.step, desc=options.desc,
              disable=not options.progress, dynamic_ncols=True, mininterval=1.0)
   try:
@@ -151,9 +170,9 @@ def run_training(run_dir: Path | str, state: ckpt.TrainState, step_fn: StepFn,
         evaluate(state)
         window_start = time.perf_counter()
       if step % options.checkpoint_every == 0 or step == options.num_steps:
-        ckpt.save_checkpoint(manager, state, extra_meta)
+        save(state)
   except KeyboardInterrupt:
-    ckpt.save_checkpoint(manager, state, extra_meta)
+    save(state)
     raise
   finally:
     bar.close()

@@ -52,6 +52,61 @@ def _finite_or_none(x: Any) -> Any:
   return x
 
 
+def file_mode() -> int:
+  """``0o666`` less the process umask: the mode of a plain ``open(path, "w")``.
+
+  Files written through a temporary file (``tempfile.mkstemp`` creates them
+  ``0600``) get this mode before the rename, so run records are as readable as
+  any other file the user writes.
+  """
+  from dspec_models.data.storage import file_mode as mode
+
+  return mode()
+
+
+def require_writable_dir(path: Path | str, flag: str = "--out") -> Path:
+  """Creates directory ``path`` if needed and checks that files can be written in it.
+
+  Called before any computation, so that a bad ``--out`` costs nothing.
+
+  Raises:
+    ValueError: one line naming ``flag`` and the path when it is a file, its
+      parent is missing or not a directory, it is not writable, or the disk is full.
+  """
+  path = Path(path)
+  if path.exists() and not path.is_dir():
+    raise ValueError(f"{flag}: {str(path)!r} is a file, not a directory")
+  parent = path.absolute().parent
+  if not path.exists() and not parent.is_dir():
+    missing = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    if missing is not None and not missing.is_dir():
+      raise ValueError(f"{flag}: {str(path)!r} cannot be created: {str(missing)!r} is a file")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=".write-check.", suffix=".tmp")
+    try:
+      os.write(fd, b"x" * 4096)
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+      os.unlink(tmp)
+  except OSError as err:
+    raise ValueError(f"{flag}: cannot write in {str(path)!r} ({err.strerror or err})") from None
+  return path
+
+
+def require_writable_file(path: Path | str, flag: str = "--out") -> Path:
+  """Checks that file ``path`` can be written (its directory exists or can be made, is
+  writable, and ``path`` is not a directory); raises a one-line ValueError naming ``flag``."""
+  path = Path(path)
+  if path.is_dir():
+    raise ValueError(f"{flag}: {str(path)!r} is a directory, not a file")
+  if path.exists() and not os.access(path, os.W_OK):
+    raise ValueError(f"{flag}: {str(path)!r} is not writable")
+  require_writable_dir(path.absolute().parent, flag)
+  return path
+
+
 def write_json(path: Path | str, obj: Any) -> None:
   """Writes ``obj`` as indented JSON atomically (temporary file + rename)."""
   path = Path(path)
@@ -61,6 +116,7 @@ def write_json(path: Path | str, obj: Any) -> None:
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
   with os.fdopen(fd, "w") as f:
     f.write(text + "\n")
+  os.chmod(tmp, file_mode())
   os.replace(tmp, path)
 
 
@@ -123,10 +179,17 @@ def read_config(run_dir: Path | str) -> dict:
     ValueError: naming ``run_dir`` when it has no config.json.
   """
   path = Path(run_dir) / CONFIG_FILE
+  if not Path(run_dir).exists():
+    raise ValueError(f"run directory {str(run_dir)!r} does not exist")
+  if not Path(run_dir).is_dir():
+    raise ValueError(f"run directory {str(run_dir)!r} is a file, not a run directory")
   if not path.is_file():
     raise ValueError(f"run_dir {str(run_dir)!r} has no {CONFIG_FILE} (not a training run?)")
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as err:
+    raise ValueError(f"run_dir {str(run_dir)!r}: cannot read {CONFIG_FILE} ({err})") from None
 
 
 def append_metrics(run_dir: Path | str, record: dict) -> None:
@@ -168,16 +231,19 @@ def truncate_metrics(run_dir: Path | str, max_step: int) -> None:
   with os.fdopen(fd, "w") as f:
     for r in kept:
       f.write(json.dumps(r, sort_keys=True) + "\n")
+  os.chmod(tmp, file_mode())
   os.replace(tmp, path)
 
 
-def load_model(run_dir: Path | str, step: Optional[int] = None
+def load_model(run_dir: Path | str, step: Optional[int] = None, flag: Optional[str] = None
                ) -> tuple[ModelConfig, Any, dict]:
   """Loads a trained model: ``(ModelConfig, params, extra)``.
 
   Args:
     run_dir: a directory written by ``dspec train`` or ``dspec distill``.
     step: checkpoint step (default: the latest).
+    flag: the command-line flag that gave ``run_dir`` (e.g. ``"--teacher"``),
+      named by the error messages.
 
   Returns:
     The model config (with the task vocabulary size), the parameters (numpy-
@@ -192,10 +258,270 @@ def load_model(run_dir: Path | str, step: Optional[int] = None
   from dspec_models import lm
   from dspec_models.training.checkpoint import load_params
 
-  config = read_config(run_dir)
-  model_config = model_config_from_dict(config["model"])
-  params, restored_step, _ = load_params(run_dir, lm.abstract_params(model_config), step)
+  try:
+    config = read_config(run_dir)
+    model_config = model_config_from_dict(config["model"])
+    params, restored_step, _ = load_params(run_dir, lm.abstract_params(model_config), step)
+  except ValueError as err:
+    if flag is None:
+      raise
+    raise ValueError(f"{flag}: {err}") from None
   extra = {k: v for k, v in config.items() if k != "model"}
   extra["step"] = restored_step
   extra["run_dir"] = str(Path(run_dir))
   return model_config, params, extra
+
+
+# --------------------------------------------------------------------------------------
+# Re-running into an existing run directory.
+#
+# A run directory describes one run: the settings below change what its parameters
+# are, so a rerun (a resume) must ask for exactly the recorded ones.  A difference
+# is refused with the flag, the recorded and the new value, and the ways out
+# (``--fresh``: start over; ``--extend-steps N``: train N more steps on the
+# recorded schedule, recorded in ``config.json``'s ``history``).
+
+HISTORY_KEY = "history"
+
+# (flag, path in config.json) of every setting that changes what a run is.
+_COMMON_SETTINGS = (
+    ("--steps", ("train", "steps")),
+    ("--lr", ("train", "learning_rate")),
+    ("--batch-size", ("train", "batch_size")),
+    ("--warmup-steps", ("schedule", "warmup_steps")),
+    ("--cooldown-begin", ("schedule", "cooldown_begin")),
+    ("--cooldown-end", ("schedule", "cooldown_end")),
+    ("--no-param-scale", ("train", "multiply_by_parameter_scale")),
+    ("--seed", ("train", "seed")),
+    ("--train-limit", ("train", "train_limit")),
+)
+SFT_SETTINGS = (
+    ("--task", ("task",)),
+    ("--vocab-size", ("vocab", "vocab_size")),
+    ("--task (its SentencePiece vocabulary, SHA-256)", ("vocab", "sha256")),
+    ("--max-input-len", ("max_input_len",)),
+    ("--max-target-len", ("max_target_len",)),
+    ("--model/--override", ("model",)),
+) + _COMMON_SETTINGS
+DISTILL_SETTINGS = (
+    ("--teacher", ("teacher",)),
+    ("--student", ("student_init",)),
+    ("--algo", ("recipe", "name")),
+    ("--divergence", ("recipe", "divergence")),
+    ("--lambda1", ("recipe", "lambda1")),
+    ("--lambda2", ("recipe", "lambda2")),
+) + _COMMON_SETTINGS
+_MISSING = object()
+_SCHEDULE_FLAGS = ("--warmup-steps", "--cooldown-begin", "--cooldown-end")
+
+
+def _get(config: dict, path: tuple) -> Any:
+  for key in path:
+    if not isinstance(config, dict) or key not in config:
+      return _MISSING
+    config = config[key]
+  return config
+
+
+def params_sha256(params: Any) -> str:
+  """SHA-256 of a parameter pytree (key paths, dtypes, shapes and bytes): a model's identity."""
+  import hashlib
+
+  import jax
+  import numpy as np
+
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def model_identity(run_dir: Path | str, step: int, params: Any) -> dict:
+  """How a distillation run records its teacher / initial student: path, step, parameter hash."""
+  return {"run_dir": str(run_dir), "step": int(step), "params_sha256": params_sha256(params)}
+
+
+def _same_model(recorded: Any, new: Any) -> bool:
+  if not (isinstance(recorded, dict) and isinstance(new, dict)):
+    return recorded == new
+  if recorded.get("params_sha256") and new.get("params_sha256"):
+    return recorded["params_sha256"] == new["params_sha256"]
+  return (Path(str(recorded.get("run_dir"))).resolve() == Path(str(new.get("run_dir"))).resolve()
+          and recorded.get("step") == new.get("step"))
+
+
+def _show(value: Any) -> str:
+  if value is _MISSING:
+    return "(not recorded)"
+  if isinstance(value, dict) and "run_dir" in value:
+    sha = value.get("params_sha256")
+    return (f"{value['run_dir']!r} at step {value.get('step')}"
+            + (f" (params {sha[:12]})" if sha else ""))
+  if isinstance(value, dict):
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in sorted(value.items())
+                           if not isinstance(v, (dict, list))) + "}"
+  return repr(value)
+
+
+def setting_differences(recorded: dict, new: dict, settings: tuple) -> list[tuple[str, Any, Any]]:
+  """``[(flag, recorded value, new value)]`` for every setting of ``settings`` that differs.
+
+  Schedule flags are left out when ``--steps`` differs (their defaults follow
+  ``--steps``); a setting the recorded config does not have (an older run) is
+  not compared.
+  """
+  out = []
+  for flag, path in settings:
+    old, cur = _get(recorded, path), _get(new, path)
+    if old is _MISSING:
+      continue
+    same = _same_model(old, cur) if flag in ("--teacher", "--student") else old == cur
+    if not same:
+      out.append((flag, old, cur))
+  if any(f == "--steps" for f, _, _ in out):
+    out = [d for d in out if d[0] not in _SCHEDULE_FLAGS]
+  return out
+
+
+def check_rerun(run_dir: Path | str, new: dict, settings: tuple,
+                extend_steps: int = 0) -> dict:
+  """The ``config.json`` to write for a (re)run of ``run_dir``; refuses other settings.
+
+  Args:
+    run_dir: the run directory (``--out``).
+    new: the run's config as it would be written (``config.json`` layout, ``model``
+      as a dict or ModelConfig).
+    settings: ``SFT_SETTINGS`` or ``DISTILL_SETTINGS``: ``(flag, config path)`` pairs.
+    extend_steps: ``N > 0`` when the run is explicitly extended by ``N`` steps:
+      ``new["train"]["steps"]`` must then be the recorded steps + N, with the
+      recorded schedule; the extension is appended to ``history``.
+
+  Returns:
+    ``new`` with the recorded ``history`` carried over (and the extension or
+    the changed non-identity options, such as the logging cadence, appended).
+
+  Raises:
+    ValueError: one line naming the flag, the recorded and the new value, and
+      the way out (``--fresh``, ``--extend-steps N``, another ``--out``).
+  """
+  if isinstance(extend_steps, bool) or not isinstance(extend_steps, int) or extend_steps < 0:
+    raise ValueError(f"extend_steps must be an int >= 0; got {extend_steps!r}")
+  path = Path(run_dir) / CONFIG_FILE
+  new = dict(new)
+  if isinstance(new.get("model"), ModelConfig):
+    new["model"] = model_config_to_dict(new["model"])
+  new = json.loads(json.dumps(new, default=_json_default))
+  if not path.is_file():
+    if extend_steps:
+      raise ValueError(f"--extend-steps: {str(run_dir)!r} holds no run to extend "
+                       f"(no {CONFIG_FILE})")
+    return new
+  try:
+    recorded = read_config(run_dir)
+  except (OSError, json.JSONDecodeError) as err:
+    raise ValueError(f"--out: cannot read {str(path)!r} ({err}); use --fresh to start over "
+                     "or another --out") from None
+  if recorded.get("kind") != new.get("kind"):
+    raise ValueError(f"--out {str(run_dir)!r} holds a {recorded.get('kind')!r} run, not a "
+                     f"{new.get('kind')!r} run; use --fresh to start over or another --out")
+  history = list(recorded.get(HISTORY_KEY, []))
+  compare = settings
+  if extend_steps:
+    old_steps = _get(recorded, ("train", "steps"))
+    want = old_steps + extend_steps if isinstance(old_steps, int) else None
+    if _get(new, ("train", "steps")) != want:
+      raise ValueError(f"--extend-steps {extend_steps}: the run records --steps {old_steps!r}, so "
+                       f"the extended run has {want!r} steps, not {_get(new, ('train', 'steps'))!r}")
+    compare = tuple(s for s in settings if s[0] != "--steps")
+    history.append({"event": "extend_steps", "extend_steps": int(extend_steps),
+                    "from_steps": int(old_steps), "to_steps": int(want)})
+  diffs = setting_differences(recorded, new, compare)
+  if diffs:
+    text = "; ".join(f"{flag}: recorded {_show(old)}, new {_show(cur)}" for flag, old, cur in diffs)
+    way_out = "use --fresh to start over, or another --out"
+    if [d[0] for d in diffs] == ["--steps"]:
+      old_steps, new_steps = diffs[0][1], diffs[0][2]
+      if isinstance(old_steps, int) and isinstance(new_steps, int) and new_steps > old_steps:
+        way_out = (f"to train further on the recorded schedule use --extend-steps "
+                   f"{new_steps - old_steps} (without --steps); or --fresh to start over, "
+                   "or another --out")
+    raise ValueError(f"--out {str(run_dir)!r} holds a run with other settings ({text}); "
+                     f"{way_out}")
+  same_anyway = ("run_dir", "steps", "extend_steps", "warmup_steps", "cooldown_begin",
+                 "cooldown_end")
+  changed = {k: [recorded.get("train", {}).get(k), v] for k, v in new.get("train", {}).items()
+             if recorded.get("train", {}).get(k) != v and k not in same_anyway}
+  if changed:
+    history.append({"event": "rerun", "changed": changed})
+  if history:
+    new[HISTORY_KEY] = history
+  return new
+
+
+def extension_overrides(run_dir: Path | str, extend_steps: int) -> dict:
+  """Options that extend a recorded run by ``extend_steps`` steps on its recorded schedule.
+
+  Returns ``{"steps", "warmup_steps", "cooldown_begin", "cooldown_end",
+  "extend_steps"}`` for ``dataclasses.replace(options, **...)``: the recorded
+  steps + N and the recorded schedule (steps past ``cooldown_end`` use its
+  final rate, 0.1 of the peak).  Rerunning an interrupted extension: rerun
+  without ``--extend-steps`` (the recorded steps already include it).
+
+  Raises:
+    ValueError: naming ``--extend-steps`` when N < 1 or there is no run to extend.
+  """
+  if isinstance(extend_steps, bool) or not isinstance(extend_steps, int) or extend_steps < 1:
+    raise ValueError(f"--extend-steps must be an int >= 1; got {extend_steps!r}")
+  if not (Path(run_dir) / CONFIG_FILE).is_file():
+    raise ValueError(f"--extend-steps: {str(run_dir)!r} holds no run to extend (no {CONFIG_FILE})")
+  recorded = read_config(run_dir)
+  steps, sched = _get(recorded, ("train", "steps")), recorded.get("schedule", {})
+  if not isinstance(steps, int) or not all(k in sched for k in ("warmup_steps", "cooldown_begin",
+                                                                  "cooldown_end")):
+    raise ValueError(f"--extend-steps: {str(run_dir)!r} records no steps/schedule to extend")
+  return {"steps": steps + extend_steps, "warmup_steps": sched["warmup_steps"],
+          "cooldown_begin": sched["cooldown_begin"], "cooldown_end": sched["cooldown_end"],
+          "extend_steps": extend_steps}
+
+
+def recorded_schedule(run_dir: Path | str) -> Optional[dict]:
+  """``{"steps", "warmup_steps", "cooldown_begin", "cooldown_end"}`` recorded in
+  ``run_dir``'s config.json (None when there is no readable run): what a rerun
+  without ``--steps`` continues with."""
+  if not (Path(run_dir) / CONFIG_FILE).is_file():
+    return None
+  try:
+    recorded = read_config(run_dir)
+  except ValueError:
+    return None
+  steps, sched = _get(recorded, ("train", "steps")), recorded.get("schedule") or {}
+  if not isinstance(steps, int):
+    return None
+  out = {"steps": steps}
+  out.update({k: sched[k] for k in ("warmup_steps", "cooldown_begin", "cooldown_end")
+              if isinstance(sched.get(k), int)})
+  return out
+
+
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, "summary.json", PLOTS_SUBDIR, VOCAB_SUBDIR,
+               "checkpoints")
+
+
+def clear_run(run_dir: Path | str) -> list[str]:
+  """``--fresh``: removes a run's own entries (config, metrics, summary, plots, vocab,
+  checkpoints) from ``run_dir``, leaving anything else; returns what was removed."""
+  import shutil
+
+  removed = []
+  for name in RUN_ENTRIES:
+    p = Path(run_dir) / name
+    if p.is_dir() and not p.is_symlink():
+      shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+      p.unlink()
+    else:
+      continue
+    removed.append(name)
+  return removed
