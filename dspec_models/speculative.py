@@ -13,7 +13,7 @@ block).  One loop iteration is one block for every unfinished row:
    (vmapped over rows, one key per row): ``n`` accepted drafts, then one token
    from the residual ``norm(max(0, p_n - q_n))`` or the bonus ``p_n``; lossy
    lenience ``f(p, eps)`` goes to the sampler.
-4. **Append** ``n + 1`` tokens, cut at EOS (token 1) or ``max_new_tokens``.
+4. **Append** ``n + 1`` tokens, cut at EOS (the models' ``config.eos_id``) or ``max_new_tokens``.
 5. **Roll back** both caches to the accepted length: only the per-row cache
    lengths change (:func:`dspec_models.lm.rollback`).
 
@@ -65,7 +65,7 @@ import numpy as np
 
 from dspec_models import cache as kv
 from dspec_models import lm
-from dspec_models.configs import EOS_ID, ModelConfig
+from dspec_models.configs import ModelConfig
 from dspec_theory.lenience import parse_lenience
 from dspec_theory.sampler import probs_from_logits, speculative_step
 
@@ -188,13 +188,14 @@ def _append(out: Array, lengths: Array, block_tokens: Array, emitted: Array,
   return out, lengths + jnp.where(active, emitted, 0)
 
 
-def _cut_at_eos(block_tokens: Array, count: Array, remaining: Array) -> tuple[Array, Array]:
+def _cut_at_eos(block_tokens: Array, count: Array, remaining: Array,
+                eos_id: int) -> tuple[Array, Array]:
   """Tokens kept from a block: up to the first EOS, at most ``count`` and ``remaining``.
 
   Returns ``(kept [B], ended_by_eos [B])``.
   """
   idx = jnp.arange(block_tokens.shape[1], dtype=jnp.int32)[None, :]
-  is_eos = (block_tokens == EOS_ID) & (idx < count[:, None])
+  is_eos = (block_tokens == eos_id) & (idx < count[:, None])
   has_eos = jnp.any(is_eos, axis=1)
   kept = jnp.where(has_eos, jnp.argmax(is_eos, axis=1).astype(jnp.int32) + 1, count)
   kept = jnp.minimum(kept, remaining)
@@ -275,7 +276,7 @@ def _sd_block(target_config, draft_config, gamma, temperature, lenience, max_new
   d_state, drafts, q = _draft_block(draft_config, draft_params, state, k_draft, gamma,
                                     temperature)
   # Valid drafts: up to and including the first drafted EOS, at most `remaining`.
-  is_eos = drafts == EOS_ID
+  is_eos = drafts == target_config.eos_id   # the models' shared EOS (checked up front)
   first_eos = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), gamma)
   num_draft = jnp.minimum(jnp.minimum(first_eos + 1, gamma), remaining).astype(jnp.int32)
   num_draft = jnp.maximum(num_draft, 0)
@@ -292,7 +293,7 @@ def _sd_block(target_config, draft_config, gamma, temperature, lenience, max_new
   result = jax.vmap(step)(row_keys, drafts, q, p, num_draft)
   n = result.num_accepted
   block_tokens = result.tokens
-  kept, ended_by_eos = _cut_at_eos(block_tokens, n + 1, remaining)
+  kept, ended_by_eos = _cut_at_eos(block_tokens, n + 1, remaining, target_config.eos_id)
   out, lengths = _append(state.out, state.lengths, block_tokens, kept, active)
   done = state.done | (active & (ended_by_eos | (lengths >= max_new_tokens)))
 
@@ -395,6 +396,10 @@ def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: 
   """
   t_config, t_params = _unpack_model("target", target)
   d_config, d_params = _unpack_model("draft", draft)
+  ids = lambda c: (c.eos_id, c.bos_id, c.pad_id)
+  if ids(t_config) != ids(d_config):
+    raise ValueError(f"target and draft must share special tokens (eos, bos, pad); got target "
+                     f"{ids(t_config)} and draft {ids(d_config)}")
   if t_config.vocab_size != d_config.vocab_size:
     raise ValueError(f"draft vocab_size {d_config.vocab_size} differs from the target's "
                      f"{t_config.vocab_size}")
@@ -436,7 +441,8 @@ def _ar_step(config, temperature, max_new_tokens, params, state: _ARLoop) -> _AR
   d_state = lm.rollback(d_state, jnp.where(active, lm.decode_lengths(d_state),
                                            lm.decode_lengths(state.state)))
   remaining = max_new_tokens - state.lengths
-  kept, ended_by_eos = _cut_at_eos(token[:, None], jnp.ones_like(remaining), remaining)
+  kept, ended_by_eos = _cut_at_eos(token[:, None], jnp.ones_like(remaining), remaining,
+                                   config.eos_id)
   out, lengths = _append(state.out, state.lengths, token[:, None], kept, active)
   done = state.done | (active & (ended_by_eos | (lengths >= max_new_tokens)))
   return _ARLoop(key, d_state, jnp.where(active, token, state.last), done, out, lengths,

@@ -169,3 +169,32 @@ def test_config_validation():
     dataclasses.replace(_config("gpt2"), max_positions=0)
   with pytest.raises(ValueError, match="decoder_only"):
     dataclasses.replace(base, family="encoder_decoder", num_encoder_layers=1)
+
+
+def test_sd_engine_stops_at_the_models_eos_not_token_1():
+  """Speculative and autoregressive decoding end rows at ``config.eos_id`` (4 here)."""
+  from dspec_models.speculative import autoregressive_generate, speculative_generate
+
+  cfg, params = _model("llama_gqa", seed=11, dtype="float32")
+  _, draft_params = _model("llama_gqa", seed=12, dtype="float32")
+  max_new = 24
+  inputs = _inputs(np.random.default_rng(3), 8, 4, [4, 3, 2, 1, 4, 3, 2, 1])
+  key = jax.random.PRNGKey(0)
+  sd = speculative_generate((cfg, params), (cfg, draft_params), inputs, gamma=3,
+                            temperature=1.0, max_new_tokens=max_new, key=key)
+  ar = autoregressive_generate((cfg, params), inputs, temperature=1.0, max_new_tokens=max_new,
+                               key=key)
+  for result in (sd, ar):
+    tokens, lengths = np.asarray(result.tokens), np.asarray(result.lengths)
+    ended = 0
+    for row, n in zip(tokens, lengths):
+      seq = list(row[:n])
+      assert EOS not in seq[:-1]
+      assert seq[-1] == EOS or n == max_new
+      ended += seq[-1] == EOS
+    assert ended >= 1                                    # EOS did end some rows
+    assert any(1 in list(row[:n]) for row, n in zip(tokens, lengths))   # 1 is no EOS
+  bad = dataclasses.replace(cfg, eos_id=EOS + 1)
+  with pytest.raises(ValueError, match="special tokens"):
+    speculative_generate((cfg, params), (bad, draft_params), inputs, gamma=3, temperature=1.0,
+                         max_new_tokens=max_new, key=key)

@@ -13,6 +13,15 @@ divergence of :func:`dspec_theory.divergences.divergence_from_logits`.
 Black-box (SeqKD) targets: :func:`onehot_logits` turns the sequence's own
 tokens into logits ``0`` at the token and ``-inf`` elsewhere, so FKL becomes
 ``-log q(y_t)``.
+
+Memory with a large vocabulary.  A divergence of ``[B, L, V]`` logits builds
+several ``[B, L, V]`` intermediates (softmaxes, log-softmaxes, mixtures) and
+the backward pass keeps them.  When ``B * L * V`` exceeds ``chunk_elements``
+(default ``2**24``, 64 MiB of float32) the per-position values are computed
+in chunks of positions inside a ``lax.scan`` whose body is rematerialised
+(``jax.checkpoint``): only one chunk's intermediates exist at a time, forward
+and backward.  Each position's value is computed by the same formula either
+way, so the result does not depend on the chunking (tested to round-off).
 """
 
 from __future__ import annotations
@@ -33,31 +42,84 @@ def onehot_logits(tokens: Array, vocab_size: int, dtype: Any = jnp.float32) -> A
   return jnp.where(hot, jnp.zeros((), dtype), jnp.full((), -jnp.inf, dtype))
 
 
-def per_sequence_divergence(teacher_logits: Array, student_logits: Array, mask: Array,
-                            divergence: str | Callable[..., Array]) -> tuple[Array, Array]:
-  """``((1/|y_b|) sum_t D_bt [B], |y_b| [B])`` over the real positions of each row."""
+CHUNK_ELEMENTS = 1 << 24
+
+
+def positionwise_divergence(teacher_logits: Array, student_logits: Array, mask: Array,
+                            divergence: str | Callable[..., Array],
+                            chunk_elements: int = CHUNK_ELEMENTS) -> Array:
+  """``D(p_bt || q_bt)`` per position, ``[B, L]`` (0 where ``mask`` is False).
+
+  Computed in chunks of ``C = max(1, chunk_elements // (B V))`` positions when
+  ``B L V > chunk_elements`` (see the module doc); the last chunk is
+  ``[L - C, L)``, overlapping the previous one (same values written twice).
+
+  Args:
+    teacher_logits, student_logits: ``[B, L, V]``.
+    mask: ``bool [B, L]``, True on real positions.
+    divergence: a name for :func:`divergence_from_logits` or such a function.
+    chunk_elements: largest ``B * C * V`` handled at once.
+  Returns:
+    ``[B, L]`` divergences.
+
+  Example:
+    >>> t = jnp.zeros((1, 5, 3)); s = jnp.log(jnp.array([0.5, 0.25, 0.25])) * jnp.ones((1, 5, 3))
+    >>> v = positionwise_divergence(t, s, jnp.ones((1, 5), bool), "tvd", chunk_elements=6)
+    >>> [round(float(x), 4) for x in v[0]]
+    [0.1667, 0.1667, 0.1667, 0.1667, 0.1667]
+  """
   fn = divergence_from_logits(divergence) if isinstance(divergence, str) else divergence
   mask = jnp.asarray(mask, bool)
-  values = fn(teacher_logits, student_logits, where=mask)          # [B, L], 0 where masked
+  batch, length, vocab = student_logits.shape
+  chunk = max(1, int(chunk_elements) // max(1, batch * vocab))
+  if length <= chunk:
+    return fn(teacher_logits, student_logits, where=mask)
+  starts = jnp.asarray(sorted({min(i, length - chunk) for i in range(0, length, chunk)}),
+                       jnp.int32)
+
+  # Rematerialised: the backward pass recomputes one chunk's softmaxes instead of keeping all.
+  @jax.checkpoint
+  def chunk_values(teacher, student, where, start):
+    cut = lambda x: jax.lax.dynamic_slice_in_dim(x, start, chunk, axis=1)
+    return fn(cut(teacher), cut(student), where=cut(where))
+
+  def body(out, start):
+    values = chunk_values(teacher_logits, student_logits, mask, start)
+    return jax.lax.dynamic_update_slice_in_dim(out, values.astype(out.dtype), start, axis=1), None
+
+  dtype = jnp.result_type(teacher_logits.dtype, student_logits.dtype)
+  out, _ = jax.lax.scan(body, jnp.zeros((batch, length), dtype), starts)
+  return out
+
+
+def per_sequence_divergence(teacher_logits: Array, student_logits: Array, mask: Array,
+                            divergence: str | Callable[..., Array],
+                            chunk_elements: int = CHUNK_ELEMENTS) -> tuple[Array, Array]:
+  """``((1/|y_b|) sum_t D_bt [B], |y_b| [B])`` over the real positions of each row."""
+  mask = jnp.asarray(mask, bool)
+  values = positionwise_divergence(teacher_logits, student_logits, mask, divergence,
+                                   chunk_elements)                 # [B, L], 0 where masked
   lengths = jnp.sum(mask, axis=-1)
   per_seq = jnp.sum(values, axis=-1) / jnp.maximum(lengths, 1).astype(values.dtype)
   return per_seq, lengths
 
 
 def distillation_loss(teacher_logits: Array, student_logits: Array, mask: Array,
-                      divergence: str | Callable[..., Array]) -> Array:
+                      divergence: str | Callable[..., Array],
+                      chunk_elements: int = CHUNK_ELEMENTS) -> Array:
   """Eq. (2) on a batch: mean over rows with ``|y| > 0`` of the per-sequence mean divergence.
 
-  ``teacher_logits`` are wrapped in ``stop_gradient``.
+  ``teacher_logits`` are wrapped in ``stop_gradient``; positions are chunked
+  for large ``B L V`` (:func:`positionwise_divergence`).
   """
   per_seq, lengths = per_sequence_divergence(jax.lax.stop_gradient(teacher_logits),
-                                             student_logits, mask, divergence)
+                                             student_logits, mask, divergence, chunk_elements)
   valid = lengths > 0
   return jnp.sum(jnp.where(valid, per_seq, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
-def token_tvd(teacher_logits: Array, student_logits: Array, mask: Array) -> tuple[Array, Array]:
+def token_tvd(teacher_logits: Array, student_logits: Array, mask: Array,
+              chunk_elements: int = CHUNK_ELEMENTS) -> tuple[Array, Array]:
   """``(sum of TVD(p_t, q_t) over real positions, number of real positions)``."""
-  values = divergence_from_logits("tvd")(teacher_logits, student_logits,
-                                         where=jnp.asarray(mask, bool))
+  values = positionwise_divergence(teacher_logits, student_logits, mask, "tvd", chunk_elements)
   return jnp.sum(values), jnp.sum(mask)

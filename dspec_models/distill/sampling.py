@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from dspec_models import lm
-from dspec_models.configs import EOS_ID, ModelConfig
+from dspec_models.configs import ModelConfig
 
 Array = jax.Array
 
@@ -53,7 +53,7 @@ def _sample(params: Any, inputs: Array, key: Array, *, config: ModelConfig, max_
     else:
       new = jax.random.categorical(k, logits / temperature, axis=-1).astype(jnp.int32)
     valid = ~done
-    return (st, new, done | (new == EOS_ID)), (jnp.where(valid, new, 0), valid)
+    return (st, new, done | (new == config.eos_id)), (jnp.where(valid, new, 0), valid)
 
   keys = jax.random.split(key, max_len)
   init = (state, first, jnp.zeros((batch,), bool))
