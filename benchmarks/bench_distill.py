@@ -23,6 +23,15 @@ Usage::
 
     python benchmarks/bench_distill.py [--teacher RUN --student RUN] [--batch-size 32]
         [--repeats 5] [--out results/bench_distill.json]
+    python benchmarks/bench_distill.py --memory [--out results/bench_distill_memory.json]
+
+``--memory``: memory of one GKD update with a large vocabulary (SmolLM2-135M as
+teacher, the ``smollm2_draft_fresh`` student, vocabulary 49,152, batch 8, 128
+tokens): XLA's compiled memory plan (``memory_analysis()``: temporary buffers
+and arguments) of the loss and student gradient (teacher forward, student
+forward/backward, Eq. 2 with JSD[0.5]), with the loss evaluated in one shot
+("before") and in position chunks ("after", the default).  Compile-time
+figures from abstract shapes: no weights are loaded and nothing runs.
 """
 
 from __future__ import annotations
@@ -87,6 +96,43 @@ def _models_and_batch(args):
           {"inputs": inputs, "targets": targets}, what)
 
 
+def gkd_memory(batch: int = 8, length: int = 128) -> dict:
+  """XLA memory plan of one GKD loss+gradient with a SmolLM2-sized vocabulary, before/after."""
+  import jax
+  import jax.numpy as jnp
+
+  from dspec_models import lm
+  from dspec_models.configs import ModelConfig
+  from dspec_models.distill.losses import CHUNK_ELEMENTS, distillation_loss
+  from dspec_models.pretrained.drafts import fresh_draft_config
+
+  teacher = ModelConfig(name="smollm2-135m", family="decoder_only", architecture="llama",
+                        vocab_size=49152, d_model=576, d_ff=1536, num_heads=9, head_dim=64,
+                        num_kv_heads=3, num_layers=30, tie_embeddings=True, rope_theta=1e5,
+                        norm_eps=1e-5, max_positions=8192, bos_id=1, eos_id=2, pad_id=0)
+  student = fresh_draft_config(teacher)
+  t_params, s_params = lm.abstract_params(teacher), lm.abstract_params(student)
+  tokens = jax.ShapeDtypeStruct((batch, length), jnp.int32)
+  mask = jax.ShapeDtypeStruct((batch, length), jnp.bool_)
+
+  def plan(chunk_elements):
+    def loss(sp, tp, targets, m):
+      q = lm.forward_logits(student, sp, {"targets": targets})
+      p = jax.lax.stop_gradient(lm.forward_logits(teacher, tp, {"targets": targets}))
+      return distillation_loss(p, q, m, "jsd:0.5", chunk_elements=chunk_elements)
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(s_params, t_params, tokens,
+                                                       mask).compile()
+    m = compiled.memory_analysis()
+    return {"temp_bytes": int(m.temp_size_in_bytes), "argument_bytes": int(m.argument_size_in_bytes),
+            "output_bytes": int(m.output_size_in_bytes)}
+
+  before, after = plan(10**15), plan(CHUNK_ELEMENTS)
+  return {"batch": batch, "length": length, "vocab": teacher.vocab_size,
+          "logits_bytes_one_model": batch * length * teacher.vocab_size * 4,
+          "teacher": teacher.name, "student": student.name, "divergence": "jsd:0.5",
+          "before_one_shot": before, "after_chunked": after, "chunk_elements": CHUNK_ELEMENTS}
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--teacher", default=None, help="trained target run directory")
@@ -94,8 +140,25 @@ def main(argv=None) -> dict:
   parser.add_argument("--random", action="store_true", help="random tiny models even if runs exist")
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--out", default="results/bench_distill.json")
+  parser.add_argument("--out", default=None)
+  parser.add_argument("--memory", action="store_true",
+                      help="only the large-vocabulary memory plan (see the module doc)")
   args = parser.parse_args(argv)
+  if args.memory:
+    report = gkd_memory()
+    mib = lambda x: x / 2**20
+    for label, key in (("one-shot loss (before)", "before_one_shot"),
+                       ("chunked loss (after)", "after_chunked")):
+      r = report[key]
+      print(f"  {label:24s} temporaries {mib(r['temp_bytes']):8.1f} MiB, "
+            f"arguments {mib(r['argument_bytes']):7.1f} MiB")
+    print(f"  (one model's [B, L, V] float32 logits: {mib(report['logits_bytes_one_model']):.1f} MiB)")
+    out = Path(args.out or "results/bench_distill_memory.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"report: {out}")
+    return report
+  args.out = args.out or "results/bench_distill.json"
   if (args.teacher is None) != (args.student is None):
     parser.error("--teacher and --student go together")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
