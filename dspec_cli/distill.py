@@ -57,19 +57,14 @@ def add_parser(subparsers) -> None:
   p.add_argument("--lambda1", type=float, default=None, help="fixed-data fraction (overrides the preset)")
   p.add_argument("--lambda2", type=float, default=None,
                  help="student fraction of generated data (overrides the preset)")
-  add_schedule_flags(p, 3e-3, "default 3e-3: Table C.1 uses 3e-4 over 300k steps; "
-                     "a few hundred CPU steps need a larger rate")
-  p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
-  p.add_argument("--eval-examples", type=int, default=64, help="held-out inputs for SD metrics")
-  p.add_argument("--score-examples", type=int, default=64,
-                 help="held-out examples decoded for the draft's task metric (0: skip)")
-  p.add_argument("--gammas", type=_list_flag("int", "--gammas"), default=(3, 5, 7),
-                 help="SD block sizes (default 3,5,7; '' skips the SD measurement)")
-  p.add_argument("--temperatures", type=_list_flag("float", "--temperatures"),
-                 default=(0.0, 1.0),
-                 help="SD temperatures (default 0,1)")
-  p.add_argument("--length-samples", type=int, default=2,
-                 help="teacher samples per input for L_p(x) and Eq. 3 (default 2)")
+  from dspec_models.options import PAPER_GAMMAS, PAPER_TEMPERATURES, DistillOptions
+
+  add_schedule_flags(p, DistillOptions)
+  p.add_argument("--gammas", type=_list_flag("int", "--gammas"), default=None,
+                 help=f"SD block sizes (default {','.join(map(str, PAPER_GAMMAS))}; '' skips "
+                      "the SD measurement)")
+  p.add_argument("--temperatures", type=_list_flag("float", "--temperatures"), default=None,
+                 help=f"SD temperatures (default {','.join(f'{t:g}' for t in PAPER_TEMPERATURES)})")
   p.set_defaults(func=run)
 
   s = subparsers.add_parser(
@@ -85,22 +80,20 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-  from dspec_models.distill.train import DistillOptions, train_distill
+  import dataclasses
 
-  steps = args.steps if args.steps is not None else 300
-  options = DistillOptions(
-      run_dir=args.out, teacher_run=args.teacher, student_run=args.student, algo=args.algo,
-      divergence=args.divergence, lambda1=args.lambda1, lambda2=args.lambda2, steps=steps,
-      batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=args.warmup_steps,
-      cooldown_begin=args.cooldown_begin, cooldown_end=args.cooldown_end,
-      multiply_by_parameter_scale=not args.no_param_scale, seed=args.seed,
-      log_every=args.log_every,
-      eval_every=args.eval_every if args.eval_every is not None else max(steps // 6, 1),
-      checkpoint_every=args.checkpoint_every or max(min(50, steps), 1),
-      eval_examples=args.eval_examples, score_examples=args.score_examples,
-      gammas=args.gammas, temperatures=args.temperatures, length_samples=args.length_samples,
-      num_devices=args.num_devices, train_limit=args.train_limit, progress=not args.no_progress)
-  summary = train_distill(options)
+  from dspec_cli._options import options_from_args
+  from dspec_cli.main import run_dir_overrides
+  from dspec_models.distill.train import train_distill
+  from dspec_models.options import DistillOptions
+
+  rerun = run_dir_overrides(args, args.out)
+  grid = {k: getattr(args, k) for k in ("gammas", "temperatures") if getattr(args, k) is not None}
+  options = options_from_args(DistillOptions, args, run_dir=args.out, teacher_run=args.teacher,
+                              student_run=args.student, algo=args.algo,
+                              divergence=args.divergence, lambda1=args.lambda1,
+                              lambda2=args.lambda2, **grid)
+  summary = train_distill(dataclasses.replace(options, **rerun))
   if args.json:
     from dspec_cli._table import dumps
 
@@ -153,6 +146,12 @@ def run_summary(args) -> int:
 
   from dspec_models.training.rundir import write_json
 
+  if args.remeasure < 0:
+    raise ValueError(f"--remeasure must be >= 0; got {args.remeasure}")
+  if args.out:   # checked before computing
+    from dspec_models.training.rundir import require_writable_file
+
+    require_writable_file(args.out, "--out")
   summaries = []
   for run_dir in args.runs:
     path = Path(run_dir) / "summary.json"

@@ -221,3 +221,16 @@ def check_token(name: str, value: Any, vocab_size: int) -> int:
   if not 0 <= int(value) < vocab_size:
     raise ValueError(f"{name} must be in [0, {vocab_size}); got {value}")
   return int(value)
+
+
+def check_temperature(value: Any, name: str = "temperature") -> float:
+  """Sampling temperature: a finite number ``>= 0`` (0 = greedy); returns it as float."""
+  if isinstance(value, bool):
+    raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+  try:
+    t = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a number >= 0; got {value!r}") from None
+  if not math.isfinite(t) or t < 0:
+    raise ValueError(f"{name} must be finite and >= 0; got {value!r}")
+  return t

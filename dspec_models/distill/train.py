@@ -15,6 +15,9 @@ A run starts from a supervised target (teacher, frozen) and a supervised draft
    logits, and the loss of Eq. (2) (:func:`.losses.distillation_loss`,
    ``stop_gradient`` on the teacher), and applies one Adafactor update.
 
+One such step is :func:`distill_step` (a named, tested function; the loop
+calls it with the run's fixed pieces bound).
+
 Evaluation (:mod:`.evaluation`) runs at step 0 (the undistilled draft) and
 every ``eval_every`` steps; the first and last records give the before/after
 numbers in ``summary.json``.
@@ -37,52 +40,15 @@ from dspec_models.distill import data_mix
 from dspec_models.distill.losses import distillation_loss, onehot_logits, token_tvd
 from dspec_models.distill.recipes import TEACHER_ONEHOT, make_recipe
 from dspec_models.distill.sampling import length_mask, sample_outputs
-from dspec_models.measure.options import PAPER_GAMMAS, PAPER_TEMPERATURES
+from dspec_models.options import PAPER_GAMMAS, PAPER_TEMPERATURES, DistillOptions
 from dspec_models.training import checkpoint as ckpt
 from dspec_models.training import data as data_lib
 from dspec_models.training import evaluation as train_eval
 from dspec_models.training import loop, parallel, rundir
 from dspec_models.training.schedule import learning_rate_at, make_optimizer
-from dspec_models.training.sft import check_common_options, run_loop, schedule_config
+from dspec_models.training.sft import run_loop, schedule_config
 from dspec_models.training.step import init_optimizer, make_update_step
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillOptions:
-  """Options of a distillation run (the flags of ``dspec distill``).
-
-  ``algo``/``divergence``/``lambda1``/``lambda2`` define the recipe
-  (:func:`.recipes.make_recipe`).  The task, vocabulary and lengths come from
-  the teacher's run directory (the student's must match).
-  """
-
-  run_dir: str
-  teacher_run: str
-  student_run: str
-  algo: str = "gkd"
-  divergence: Optional[str] = None
-  lambda1: Optional[float] = None
-  lambda2: Optional[float] = None
-  steps: int = 300
-  batch_size: int = 32
-  learning_rate: float = 3e-3
-  warmup_steps: Optional[int] = None
-  cooldown_begin: Optional[int] = None
-  cooldown_end: Optional[int] = None
-  multiply_by_parameter_scale: bool = True
-  seed: int = 0
-  log_every: int = 10
-  eval_every: int = 50
-  checkpoint_every: int = 50
-  eval_examples: int = 64
-  score_examples: int = 64
-  gammas: tuple = PAPER_GAMMAS
-  temperatures: tuple = PAPER_TEMPERATURES
-  length_samples: int = 2
-  num_devices: Optional[int] = None
-  train_limit: Optional[int] = None
-  evaluate: bool = True
-  progress: bool = True
+from dspec_theory import validation as v
 
 
 def distill_loss(student_params: Any, batch: dict, teacher_params: Any, *,
@@ -115,6 +81,70 @@ def distill_programs(student_config: ModelConfig, teacher_config: ModelConfig, d
   return optimizer, make_update_step(loss, optimizer, mesh)
 
 
+def distill_step(state: ckpt.TrainState, *, update: Callable, teacher: tuple[ModelConfig, Any],
+                 student_config: ModelConfig, train: data_lib.TokenizedSplit, lambda1: float,
+                 lambda2: float, schedule: Any, batch_size: int, seed: int,
+                 max_target_len: int, mesh: Any) -> tuple[ckpt.TrainState, dict]:
+  """One iteration of DistillSpec's training loop (Algorithm A.2).
+
+  With ``u ~ U(0, 1)`` drawn from the step's key (:func:`.data_mix.step_source`):
+
+  1. ``u <= lambda1``: the step's fixed-dataset batch ``(x, y)``
+     (:func:`dspec_models.training.data.batch_at_step`);
+  2. otherwise its inputs ``x`` with outputs sampled at temperature 1 from the
+     student ``q_theta`` (probability ``(1 - lambda1) lambda2``) or the
+     teacher ``p`` (``(1 - lambda1)(1 - lambda2)``), KV-cached
+     (:func:`.sampling.sample_outputs`);
+  3. one Adafactor update of ``theta`` on Eq. (2),
+     ``(1/|B|) sum_b (1/|y_b|) sum_t D(p(.|x_b, y_b,<t) || q_theta(.|x_b, y_b,<t))``
+     (``update``: :func:`distill_programs`' jitted step of :func:`distill_loss`)
+     at the learning rate of ``schedule`` for this step.
+
+  Every random choice comes from ``state.rng_key`` folded with
+  ``state.step``, so a resumed run replays the same coins and samples.
+
+  Args:
+    state: the run state (``params`` = student parameters ``theta``).
+    update: ``(params, opt_state, batch, lr, teacher_params) -> (params, opt_state, metrics)``.
+    teacher: ``(config, params)`` of the frozen teacher (target) ``p``.
+    student_config: the student's (draft's) model config.
+    train: the training split; ``batch_size`` rows per step, order fixed by ``seed``.
+    lambda1, lambda2: the data mix of the recipe (:mod:`.recipes`).
+    schedule: :class:`dspec_models.training.schedule.ScheduleConfig`.
+    max_target_len: ``T``, the length of sampled outputs.
+    mesh: the data-parallel mesh (:mod:`dspec_models.training.parallel`).
+
+  Returns:
+    ``(new_state, metrics)``: step + 1, updated parameters and optimizer state,
+    ``data_position + batch_size``; metrics of the update plus ``learning_rate``
+    and ``source_fixed``/``source_student``/``source_teacher`` (one of them 1).
+
+  Reference: DistillSpec Algorithm A.2; Eq. (2).
+  """
+  t_cfg, teacher_params = teacher
+  source, k_sample = data_mix.step_source(state.rng_key, state.step, lambda1, lambda2)
+  data = data_lib.batch_at_step(train, state.step, batch_size, seed)
+  if source == data_mix.FIXED:
+    data["mask"] = data_lib.target_mask(data["targets"])
+    batch = parallel.shard_batch(data, mesh)
+  else:
+    inputs = parallel.shard_batch(data["inputs"], mesh)
+    cfg, prm = ((student_config, state.params) if source == data_mix.STUDENT
+                else (t_cfg, teacher_params))
+    tokens, lengths = sample_outputs(cfg, prm, inputs, k_sample, max_target_len)
+    batch = {"inputs": inputs, "targets": tokens,
+             "mask": length_mask(lengths, max_target_len)}
+  lr = learning_rate_at(schedule, state.step)
+  params, opt_state, metrics = update(state.params, state.opt_state, batch, lr, teacher_params)
+  metrics = dict(metrics)
+  metrics["learning_rate"] = lr
+  for name in data_mix.SOURCES:
+    metrics[f"source_{name}"] = float(source == name)
+  new = state._replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       data_position=state.data_position + batch_size)
+  return new, metrics
+
+
 def _check_pair(teacher_extra: dict, student_extra: dict, teacher_cfg: ModelConfig,
                 student_cfg: ModelConfig) -> None:
   if teacher_extra.get("task") != student_extra.get("task"):
@@ -139,21 +169,16 @@ def train_distill(options: DistillOptions, *,
                   on_step_end: Optional[Callable[[ckpt.TrainState, dict], None]] = None
                   ) -> dict:
   """Runs (or resumes) a distillation run; returns its summary (also ``summary.json``)."""
-  check_common_options(options)
+  if not isinstance(options, DistillOptions):
+    raise ValueError(f"options must be a DistillOptions; got {type(options).__name__}")
+  options = options.validated()
   recipe = make_recipe(options.algo, divergence=options.divergence, lambda1=options.lambda1,
                        lambda2=options.lambda2)
-  gammas = tuple(int(g) for g in options.gammas)
-  temperatures = tuple(float(t) for t in options.temperatures)
-  if any(g < 1 for g in gammas):
-    raise ValueError(f"gammas must be ints >= 1; got {options.gammas!r}")
-  if any(not (t >= 0) for t in temperatures):
-    raise ValueError(f"temperatures must be >= 0; got {options.temperatures!r}")
-  if isinstance(options.length_samples, bool) or not isinstance(options.length_samples, int) or (
-      options.length_samples < 1):
-    raise ValueError(f"length_samples must be an int >= 1; got {options.length_samples!r}")
+  gammas = tuple(v.check_positive_int("gammas", g) for g in options.gammas)
+  temperatures = tuple(v.check_temperature(t, "temperatures") for t in options.temperatures)
 
-  t_cfg, t_params, t_extra = rundir.load_model(options.teacher_run)
-  s_cfg, s_params, s_extra = rundir.load_model(options.student_run)
+  t_cfg, t_params, t_extra = rundir.load_model(options.teacher_run, flag="--teacher")
+  s_cfg, s_params, s_extra = rundir.load_model(options.student_run, flag="--student")
   _check_pair(t_extra, s_extra, t_cfg, s_cfg)
   task = t_extra["task"]
   vocab_size = int(t_extra["vocab"]["vocab_size"])
@@ -162,8 +187,7 @@ def train_distill(options: DistillOptions, *,
   sched = schedule_config(options)
   mesh = parallel.data_mesh(options.num_devices)
   parallel.check_batch_size(options.batch_size, mesh)
-  run_dir = Path(options.run_dir)
-  run_dir.mkdir(parents=True, exist_ok=True)
+  run_dir = rundir.require_writable_dir(options.run_dir)
 
   train = data_lib.load_split(task, "train", max_input_len=in_len, max_target_len=out_len,
                               vocab_size=vocab_size, limit=options.train_limit)
@@ -174,21 +198,19 @@ def train_distill(options: DistillOptions, *,
 
   run_config = {
       "kind": "distill", "task": task, "model_name": s_extra.get("model_name", s_cfg.name),
-      "model": s_cfg, "vocab": _student_vocab(run_dir, t_extra), "max_input_len": in_len,
+      "model": s_cfg, "vocab": t_extra["vocab"], "max_input_len": in_len,
       "max_target_len": out_len, "train": dataclasses.asdict(options),
       "schedule": dataclasses.asdict(sched), "recipe": dataclasses.asdict(recipe),
       "recipe_description": recipe.describe(),
-      "teacher": {"run_dir": str(options.teacher_run), "step": t_extra["step"],
-                  "model_name": t_extra.get("model_name"),
-                  "model": rundir.model_config_to_dict(t_cfg)},
-      "student_init": {"run_dir": str(options.student_run), "step": s_extra["step"]},
+      "teacher": dict(rundir.model_identity(options.teacher_run, t_extra["step"], t_params),
+                      model_name=t_extra.get("model_name"),
+                      model=rundir.model_config_to_dict(t_cfg)),
+      "student_init": rundir.model_identity(options.student_run, s_extra["step"], s_params),
       "num_devices": int(mesh.devices.size),
   }
-  if (run_dir / rundir.CONFIG_FILE).is_file():
-    previous = rundir.read_config(run_dir)
-    if previous.get("recipe") != dataclasses.asdict(recipe) or previous.get("kind") != "distill":
-      raise ValueError(f"run_dir {str(run_dir)!r} holds another run (recipe "
-                       f"{previous.get('recipe_description')!r}); use a new directory")
+  run_config = rundir.check_rerun(run_dir, run_config, rundir.DISTILL_SETTINGS,
+                                  options.extend_steps)
+  run_config["vocab"] = _student_vocab(run_dir, t_extra)
   rundir.write_config(run_dir, run_config)
 
   optimizer, update = distill_programs(s_cfg, t_cfg, recipe.divergence, recipe.teacher_targets,
@@ -204,26 +226,10 @@ def train_distill(options: DistillOptions, *,
   if resumed:
     print(f"resuming {run_dir} from step {state.step}")
 
-  def step_fn(st: ckpt.TrainState) -> tuple[ckpt.TrainState, dict]:
-    source, k_sample = data_mix.step_source(st.rng_key, st.step, recipe.lambda1, recipe.lambda2)
-    data = data_lib.batch_at_step(train, st.step, options.batch_size, options.seed)
-    if source == data_mix.FIXED:
-      data["mask"] = data_lib.target_mask(data["targets"])
-      batch = parallel.shard_batch(data, mesh)
-    else:
-      inputs = parallel.shard_batch(data["inputs"], mesh)
-      cfg, prm = (s_cfg, st.params) if source == data_mix.STUDENT else (t_cfg, teacher_params)
-      tokens, lengths = sample_outputs(cfg, prm, inputs, k_sample, out_len)
-      batch = {"inputs": inputs, "targets": tokens, "mask": length_mask(lengths, out_len)}
-    lr = learning_rate_at(sched, st.step)
-    params, opt_state, metrics = update(st.params, st.opt_state, batch, lr, teacher_params)
-    metrics = dict(metrics)
-    metrics["learning_rate"] = lr
-    for name in data_mix.SOURCES:
-      metrics[f"source_{name}"] = float(source == name)
-    new = st._replace(step=st.step + 1, params=params, opt_state=opt_state,
-                      data_position=st.data_position + options.batch_size)
-    return new, metrics
+  step_fn = functools.partial(
+      distill_step, update=update, teacher=(t_cfg, teacher_params), student_config=s_cfg,
+      train=train, lambda1=recipe.lambda1, lambda2=recipe.lambda2, schedule=sched,
+      batch_size=options.batch_size, seed=options.seed, max_target_len=out_len, mesh=mesh)
 
   from dspec_models.distill.evaluation import alignment_metrics
 

@@ -12,11 +12,7 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-# The paper's evaluation grid (section 5.1, Appendix C.4), defined once: `dspec sd`,
-# the distillation evaluations and `dspec distill-summary --remeasure` use it.
-PAPER_GAMMAS = (3, 5, 7)
-PAPER_TEMPERATURES = (0.0, 1.0)
-
+from dspec_models.options import PAPER_GAMMAS, PAPER_TEMPERATURES  # the paper's grid, defined once
 
 
 def _is_int(x: Any) -> bool:

@@ -26,48 +26,13 @@ import numpy as np
 
 from dspec_models import configs, lm
 from dspec_models.configs import ModelConfig
+from dspec_models.options import SFTOptions
 from dspec_models.training import checkpoint as ckpt
 from dspec_models.training import data as data_lib
 from dspec_models.training import defaults, evaluation, loop, parallel, plots, rundir
 from dspec_models.training.schedule import (ScheduleConfig, learning_rate_at, make_optimizer,
                                             scaled_table_c1_steps)
 from dspec_models.training.step import init_optimizer, init_params, make_update_step
-
-
-@dataclasses.dataclass(frozen=True)
-class SFTOptions:
-  """Options of a supervised run (the flags of ``dspec train``).
-
-  ``warmup_steps``/``cooldown_begin``/``cooldown_end`` default to Table C.1's
-  fractions of ``steps`` (:func:`scaled_table_c1_steps`).  ``max_input_len``
-  / ``max_target_len`` default to :data:`defaults.CPU_LENGTHS`.
-  ``train_limit`` keeps only the first examples of the training split (tests).
-  """
-
-  run_dir: str
-  task: str = defaults.DEFAULT_TASK
-  model: str = "target"
-  steps: int = 300
-  batch_size: int = 32
-  learning_rate: float = 1e-2
-  warmup_steps: Optional[int] = None
-  cooldown_begin: Optional[int] = None
-  cooldown_end: Optional[int] = None
-  multiply_by_parameter_scale: bool = True
-  max_input_len: Optional[int] = None
-  max_target_len: Optional[int] = None
-  vocab_size: int = 2000
-  seed: int = 0
-  log_every: int = 10
-  eval_every: int = 200
-  checkpoint_every: int = 100
-  eval_examples: int = 256
-  score_examples: int = 64
-  num_devices: Optional[int] = None
-  train_limit: Optional[int] = None
-  evaluate: bool = True
-  model_overrides: tuple = ()
-  progress: bool = True
 
 
 def masked_mean_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array
@@ -138,18 +103,6 @@ def dataset_batch(data: data_lib.TokenizedSplit, step: int, batch_size: int, see
   return b
 
 
-def check_common_options(options: Any) -> None:
-  for name in ("steps", "batch_size", "vocab_size", "log_every", "checkpoint_every",
-               "eval_examples"):
-    if not hasattr(options, name):
-      continue
-    value = getattr(options, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"{name} must be an int >= 1; got {value!r}")
-  if isinstance(options.seed, bool) or not isinstance(options.seed, int) or options.seed < 0:
-    raise ValueError(f"seed must be an int >= 0; got {options.seed!r}")
-
-
 def train_sft(options: SFTOptions, *,
               on_step_end: Optional[Callable[[ckpt.TrainState, dict], None]] = None) -> dict:
   """Runs (or resumes) a supervised training run; returns its summary dict.
@@ -157,7 +110,11 @@ def train_sft(options: SFTOptions, *,
   The summary (also written to ``<run_dir>/summary.json``) has the final
   step, the last evaluation record and the run directory.
   """
-  check_common_options(options)
+  if not isinstance(options, SFTOptions):
+    raise ValueError(f"options must be an SFTOptions; got {type(options).__name__}")
+  if options.task is None:
+    options = dataclasses.replace(options, task=defaults.DEFAULT_TASK)
+  options = options.validated()
   task = options.task
   in_len, out_len = defaults.default_lengths(task)
   in_len = in_len if options.max_input_len is None else options.max_input_len
@@ -167,8 +124,7 @@ def train_sft(options: SFTOptions, *,
   sched = schedule_config(options)
   mesh = parallel.data_mesh(options.num_devices)
   parallel.check_batch_size(options.batch_size, mesh)
-  run_dir = Path(options.run_dir)
-  run_dir.mkdir(parents=True, exist_ok=True)
+  run_dir = rundir.require_writable_dir(options.run_dir)
 
   train = data_lib.load_split(task, "train", max_input_len=in_len, max_target_len=out_len,
                               vocab_size=options.vocab_size, limit=options.train_limit)
@@ -177,17 +133,15 @@ def train_sft(options: SFTOptions, *,
                               limit=options.eval_examples)
   score_n, references = evaluation.score_references(task, options.score_examples, valid)
 
-  previous = rundir.read_config(run_dir) if (run_dir / rundir.CONFIG_FILE).is_file() else None
+  vocab = data_lib.vocabulary_info(task, options.vocab_size)
   run_config = {
-      "kind": "sft", "task": task, "model_name": name, "model": config,
-      "vocab": rundir.store_vocabulary(run_dir, data_lib.vocabulary_info(task,
-                                                                         options.vocab_size)),
+      "kind": "sft", "task": task, "model_name": name, "model": config, "vocab": vocab,
       "max_input_len": int(train.inputs.shape[1]), "max_target_len": int(out_len),
       "train": dataclasses.asdict(options), "schedule": dataclasses.asdict(sched),
       "num_train_examples": train.num_examples, "num_devices": int(mesh.devices.size),
   }
-  if previous is not None and previous.get("model") != rundir.model_config_to_dict(config):
-    raise ValueError(f"run_dir {str(run_dir)!r} holds a run of another model; use a new directory")
+  run_config = rundir.check_rerun(run_dir, run_config, rundir.SFT_SETTINGS, options.extend_steps)
+  run_config["vocab"] = rundir.store_vocabulary(run_dir, vocab)
   rundir.write_config(run_dir, run_config)
 
   optimizer, update = sft_programs(config, options.multiply_by_parameter_scale, mesh)
