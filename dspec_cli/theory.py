@@ -69,6 +69,10 @@ def add_parser(subparsers) -> None:
   t.add_argument("--json", action="store_true", help="print JSON")
   t.set_defaults(func=run_tau)
 
+  from dspec_cli import theory_distill
+
+  theory_distill.add_subcommand(sub)
+
   from dspec_cli import theory_counters
 
   theory_counters.add_subcommand(sub)
