@@ -92,7 +92,7 @@ def _load_pair(args):
       files = set(data.files)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
       why = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
-      raise ValueError(f"--load: {args.load!r} is not a readable .npz archive ({why})") from None
+      raise ValueError(f"--load: cannot read {args.load!r} as a .npz archive ({why})") from None
     except AttributeError:   # np.load returned a plain array: a .npy file
       raise ValueError(f"--load: {args.load!r} is a .npy array, not a .npz archive") from None
     missing = {"p_init", "p_trans", "q_init", "q_trans", "eos"} - files

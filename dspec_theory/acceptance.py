@@ -4,6 +4,11 @@ One verification step (Algorithm A.1, lines 5-11) draws ``x ~ q``, accepts it
 with probability ``min(1, f(p(x), eps) / q(x))`` and otherwise draws a
 replacement from the residual ``norm(max(0, p - q))``.  This module gives the
 exact probabilities of that step.  All functions reduce over the last axis.
+
+Bad values raise a one-line ``ValueError`` naming ``p`` or ``q`` when called
+eagerly; under ``jax.jit`` / ``vmap`` / ``grad`` (values unknown when the checks
+run) every function returns ``NaN`` for each unmasked row with a bad value or a
+bad lenience ``eps`` instead: a bad input never gives a finite result.
 """
 
 from __future__ import annotations
@@ -19,15 +24,21 @@ from dspec_theory.lenience import apply_lenience, parse_lenience  # noqa: F401 (
 Array = jax.Array
 
 
-def _prepare(p: Any, q: Any, where: Any) -> tuple[Array, Array]:
+def _prepare(p: Any, q: Any, where: Any, lenience: Any = None) -> tuple[Array, Array, Any]:
+  """Checked ``p``, ``q`` and, under tracing, the rows' validity mask (else None)."""
   p = v.check_probabilities("p", p, where=where)
   q = v.check_probabilities("q", q, where=where)
   v.check_same_shape("p", p, "q", q)
+  valid = v.all_valid(v.traced_probabilities_valid(p), v.traced_probabilities_valid(q))
+  if lenience is not None:
+    valid = v.all_valid(valid, v.traced_in_range(lenience.eps, 0.0, 1.0, open_low=True))
   dtype = v.common_float_dtype(p, q)
-  return p.astype(dtype), q.astype(dtype)
+  return p.astype(dtype), q.astype(dtype), valid
 
 
-def _masked(values: Array, where: Any) -> Array:
+def _masked(values: Array, where: Any, valid: Any = None) -> Array:
+  """NaN on invalid rows (only known under tracing), then 0 on masked rows."""
+  values = v.nan_unless(valid, values)
   if where is None:
     return values
   return jnp.where(jnp.asarray(where, dtype=bool), values, 0.0)
@@ -54,8 +65,8 @@ def token_acceptance(p: Any, q: Any, *, where: Any = None) -> Array:
   Reference: DistillSpec section 3 (beta in Eq. 1) and section 4;
   Leviathan et al. (2023), Corollary 3.6.
   """
-  p, q = _prepare(p, q, where)
-  return _masked(jnp.sum(jnp.minimum(p, q), axis=-1), where)
+  p, q, valid = _prepare(p, q, where)
+  return _masked(jnp.sum(jnp.minimum(p, q), axis=-1), where, valid)
 
 
 def lossy_token_acceptance(p: Any, q: Any, lenience: Any, *, where: Any = None) -> Array:
@@ -81,8 +92,8 @@ def lossy_token_acceptance(p: Any, q: Any, lenience: Any, *, where: Any = None) 
   Reference: DistillSpec section 4, "DistillSpec with lossy SD".
   """
   lenience = parse_lenience(lenience)
-  p, q = _prepare(p, q, where)
-  return _masked(jnp.sum(jnp.minimum(q, apply_lenience(p, lenience)), axis=-1), where)
+  p, q, valid = _prepare(p, q, where, lenience)
+  return _masked(jnp.sum(jnp.minimum(q, apply_lenience(p, lenience)), axis=-1), where, valid)
 
 
 def residual_distribution(p: Any, q: Any, *, where: Any = None) -> Array:
@@ -106,11 +117,13 @@ def residual_distribution(p: Any, q: Any, *, where: Any = None) -> Array:
 
   Reference: DistillSpec Algorithm A.1; Leviathan et al. (2023), section 2.3.
   """
-  p, q = _prepare(p, q, where)
+  p, q, valid = _prepare(p, q, where)
   excess = jnp.maximum(p - q, 0.0)
   mass = jnp.sum(excess, axis=-1, keepdims=True)
   has_mass = mass > 0
   residual = jnp.where(has_mass, excess / jnp.where(has_mass, mass, 1.0), p)
+  if valid is not None:
+    residual = v.nan_unless(valid[..., None], residual)
   if where is not None:
     residual = jnp.where(jnp.asarray(where, dtype=bool)[..., None], residual, p)
   return residual
@@ -145,7 +158,8 @@ def speculative_token_distribution(
   Reference: DistillSpec Algorithm A.1 and section 4.
   """
   lenience = parse_lenience(lenience)
-  p, q = _prepare(p, q, where)
+  p, q, valid = _prepare(p, q, where, lenience)
   kept = jnp.minimum(q, apply_lenience(p, lenience))
   reject = 1.0 - jnp.sum(kept, axis=-1, keepdims=True)
-  return kept + reject * residual_distribution(p, q, where=where)
+  out = kept + reject * residual_distribution(p, q, where=where)
+  return out if valid is None else v.nan_unless(valid[..., None], out)

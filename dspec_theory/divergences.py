@@ -19,6 +19,13 @@ rather than ``NaN``.
 positions to include: masked positions return 0, their inputs are never read
 into the arithmetic (so padding rows full of garbage cannot leak ``NaN`` into
 values or gradients) and they are not validated.
+
+Bad values (NaN, negative or non-normalised rows, NaN or ``+inf`` logits, beta
+outside (0, 1)) raise a one-line ``ValueError`` naming ``p`` or ``q`` when the
+function is called eagerly.  Under ``jax.jit`` / ``vmap`` / ``grad`` the values
+are not known when the checks run, so every function of this module returns
+``NaN`` for each unmasked row with a bad value instead (the same rules, computed
+in JAX): a bad input never gives a finite result.
 """
 
 from __future__ import annotations
@@ -98,25 +105,38 @@ def _safe_rows(x: Array, where: Any, fill: float) -> Array:
   return jnp.where(keep, x, fill)
 
 
-def _prepare_probs(p: Any, q: Any, where: Any) -> tuple[_Dist, _Dist]:
+def _prepare_probs(p: Any, q: Any, where: Any) -> tuple[_Dist, _Dist, Any]:
+  """Checked distributions and, under tracing, the rows' validity mask (else None)."""
   p = v.check_probabilities("p", p, where=where)
   q = v.check_probabilities("q", q, where=where)
   v.check_same_shape("p", p, "q", q)
+  valid = v.all_valid(v.traced_probabilities_valid(p), v.traced_probabilities_valid(q))
   dtype = v.common_float_dtype(p, q)
   uniform = 1.0 / p.shape[-1]
   p = _safe_rows(p.astype(dtype), where, uniform)
   q = _safe_rows(q.astype(dtype), where, uniform)
-  return _from_probs(p), _from_probs(q)
+  return _from_probs(p), _from_probs(q), valid
 
 
-def _prepare_logits(p_logits: Any, q_logits: Any, where: Any) -> tuple[_Dist, _Dist]:
+def _prepare_logits(p_logits: Any, q_logits: Any, where: Any) -> tuple[_Dist, _Dist, Any]:
+  """Checked log-distributions and, under tracing, the rows' validity mask (else None)."""
   p_logits = v.check_logits("p_logits", p_logits, where=where)
   q_logits = v.check_logits("q_logits", q_logits, where=where)
   v.check_same_shape("p_logits", p_logits, "q_logits", q_logits)
+  valid = v.all_valid(v.traced_logits_valid(p_logits), v.traced_logits_valid(q_logits))
   dtype = v.common_float_dtype(p_logits, q_logits)
   p_logits = _safe_rows(p_logits.astype(dtype), where, 0.0)
   q_logits = _safe_rows(q_logits.astype(dtype), where, 0.0)
-  return _from_logits(p_logits), _from_logits(q_logits)
+  return _from_logits(p_logits), _from_logits(q_logits), valid
+
+
+def _finish(values: Array, valid: Any, where: Any) -> Array:
+  """NaN on invalid rows (only computed under tracing), then 0 on masked rows."""
+  return _masked(v.nan_unless(valid, values), where)
+
+
+def _beta_valid(beta: Any) -> Any:
+  return v.traced_in_range(beta, 0.0, 1.0, open_low=True, open_high=True)
 
 
 # ---------------------------------------------------------------------------
@@ -142,8 +162,8 @@ def forward_kl(p: Any, q: Any, *, where: Any = None) -> Array:
 
   Reference: DistillSpec (Zhou et al.), Appendix B.1, Eq. B.1.
   """
-  a, b = _prepare_probs(p, q, where)
-  return _masked(_kl(a, b), where)
+  a, b, valid = _prepare_probs(p, q, where)
+  return _finish(_kl(a, b), valid, where)
 
 
 def reverse_kl(p: Any, q: Any, *, where: Any = None) -> Array:
@@ -159,8 +179,8 @@ def reverse_kl(p: Any, q: Any, *, where: Any = None) -> Array:
 
   Reference: DistillSpec, Appendix B.1.
   """
-  a, b = _prepare_probs(p, q, where)
-  return _masked(_kl(b, a), where)
+  a, b, valid = _prepare_probs(p, q, where)
+  return _finish(_kl(b, a), valid, where)
 
 
 def jsd(p: Any, q: Any, beta: Any = 0.5, *, where: Any = None) -> Array:
@@ -188,8 +208,9 @@ def jsd(p: Any, q: Any, beta: Any = 0.5, *, where: Any = None) -> Array:
   Reference: DistillSpec, Appendix B.1, Eq. B.2-B.3 (Huszar, 2015).
   """
   beta = v.check_unit_interval("beta", beta)
-  a, b = _prepare_probs(p, q, where)
-  return _masked(_jsd(a, b, jnp.asarray(beta, a.prob.dtype)), where)
+  a, b, valid = _prepare_probs(p, q, where)
+  valid = v.all_valid(valid, _beta_valid(beta))
+  return _finish(_jsd(a, b, jnp.asarray(beta, a.prob.dtype)), valid, where)
 
 
 def tvd(p: Any, q: Any, *, where: Any = None) -> Array:
@@ -208,8 +229,8 @@ def tvd(p: Any, q: Any, *, where: Any = None) -> Array:
 
   Reference: DistillSpec, Appendix B.1, Eq. B.4.
   """
-  a, b = _prepare_probs(p, q, where)
-  return _masked(_tvd(a, b), where)
+  a, b, valid = _prepare_probs(p, q, where)
+  return _finish(_tvd(a, b), valid, where)
 
 
 # ---------------------------------------------------------------------------
@@ -226,14 +247,14 @@ def forward_kl_from_logits(p_logits: Any, q_logits: Any, *, where: Any = None) -
     >>> float(forward_kl_from_logits([0.0, 0.0], [3.0, 3.0]))
     0.0
   """
-  a, b = _prepare_logits(p_logits, q_logits, where)
-  return _masked(_kl(a, b), where)
+  a, b, valid = _prepare_logits(p_logits, q_logits, where)
+  return _finish(_kl(a, b), valid, where)
 
 
 def reverse_kl_from_logits(p_logits: Any, q_logits: Any, *, where: Any = None) -> Array:
   """:func:`reverse_kl` from logits (log space, see :func:`forward_kl_from_logits`)."""
-  a, b = _prepare_logits(p_logits, q_logits, where)
-  return _masked(_kl(b, a), where)
+  a, b, valid = _prepare_logits(p_logits, q_logits, where)
+  return _finish(_kl(b, a), valid, where)
 
 
 def jsd_from_logits(
@@ -241,14 +262,15 @@ def jsd_from_logits(
 ) -> Array:
   """:func:`jsd` from logits; the mixture's log is a ``logaddexp`` (no underflow)."""
   beta = v.check_unit_interval("beta", beta)
-  a, b = _prepare_logits(p_logits, q_logits, where)
-  return _masked(_jsd(a, b, jnp.asarray(beta, a.prob.dtype)), where)
+  a, b, valid = _prepare_logits(p_logits, q_logits, where)
+  valid = v.all_valid(valid, _beta_valid(beta))
+  return _finish(_jsd(a, b, jnp.asarray(beta, a.prob.dtype)), valid, where)
 
 
 def tvd_from_logits(p_logits: Any, q_logits: Any, *, where: Any = None) -> Array:
   """:func:`tvd` from logits."""
-  a, b = _prepare_logits(p_logits, q_logits, where)
-  return _masked(_tvd(a, b), where)
+  a, b, valid = _prepare_logits(p_logits, q_logits, where)
+  return _finish(_tvd(a, b), valid, where)
 
 
 # ---------------------------------------------------------------------------

@@ -36,16 +36,37 @@ class Lenience(NamedTuple):
     return f"{self.kind}:{float(self.eps):g}"
 
 
-def f_lin(p: Any, eps: Any) -> jax.Array:
-  """``f_lin(p, eps) = p / eps`` (section 4). Example: ``f_lin(0.1, 0.5) -> 0.2``."""
+def _checked(p: Any, eps: Any, value: Any) -> jax.Array:
+  """``value`` of a lenience function after the checks of ``p`` (in [0, 1]) and ``eps``
+  (in (0, 1]): eager calls raise; under tracing bad entries give NaN."""
   v.check_eps(eps)
-  return jnp.asarray(p) / eps
+  p = v.as_float_array("p", p)
+  if v.is_concrete(p):
+    import numpy as np
+
+    values = np.asarray(p, dtype=np.float64)
+    if np.isnan(values).any():
+      raise ValueError("p must hold probabilities in [0, 1]; it contains NaN")
+    if (values < 0).any() or (values > 1).any():
+      raise ValueError(f"p must hold probabilities in [0, 1]; got values in "
+                       f"[{values.min()}, {values.max()}]")
+  valid = v.all_valid(v.traced_in_range(p, 0.0, 1.0),
+                      v.traced_in_range(eps, 0.0, 1.0, open_low=True))
+  return v.nan_unless(valid, value(p))
+
+
+def f_lin(p: Any, eps: Any) -> jax.Array:
+  """``f_lin(p, eps) = p / eps`` (section 4). Example: ``f_lin(0.1, 0.5) -> 0.2``.
+
+  Bad ``p`` (outside [0, 1]) or ``eps`` (outside (0, 1]) raise a ValueError;
+  under ``jit``/``vmap``/``grad`` they give NaN (likewise for ``f_sq``, ``f_exp``).
+  """
+  return _checked(p, eps, lambda p: p / eps)
 
 
 def f_sq(p: Any, eps: Any) -> jax.Array:
   """``f_sq(p, eps) = p / eps**2`` (section 4). Example: ``f_sq(0.01, 0.1) -> 1.0``."""
-  v.check_eps(eps)
-  return jnp.asarray(p) / (eps * eps)
+  return _checked(p, eps, lambda p: p / (eps * eps))
 
 
 def f_exp(p: Any, eps: Any) -> jax.Array:
@@ -53,8 +74,7 @@ def f_exp(p: Any, eps: Any) -> jax.Array:
 
   ``0 ** eps = 0`` for ``eps > 0``: a token the target rules out stays out.
   """
-  v.check_eps(eps)
-  return jnp.power(jnp.asarray(p), eps)
+  return _checked(p, eps, lambda p: jnp.power(p, eps))
 
 
 _FUNCTIONS = {"lin": f_lin, "sq": f_sq, "exp": f_exp}

@@ -23,6 +23,71 @@ def is_concrete(x: Any) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+# Under jit / vmap / grad the value checks cannot raise (a traced value has no
+# numbers yet).  The public functions then compute a validity mask in JAX with
+# the same rules and return ``where(valid, value, nan)``: a bad input never
+# comes back as a finite, plausible number.
+
+
+def nan_unless(valid: Any, value: Any) -> Any:
+  """``where(valid, value, nan)`` (``value`` unchanged when ``valid`` is None)."""
+  if valid is None:
+    return value
+  value = jnp.asarray(value)
+  if not jnp.issubdtype(value.dtype, jnp.floating):
+    value = value.astype(jnp.result_type(float))
+  return jnp.where(valid, value, jnp.nan)
+
+
+def _sum_dtype(dtype: Any) -> Any:
+  """Sums of probability rows accumulate in at least float32."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def traced_probabilities_valid(x: jax.Array, atol: float | None = None) -> jax.Array | None:
+  """Under tracing: ``bool [...]``, True where the row ``x[..., :]`` is a distribution
+  (finite, non-negative, summing to 1 within :func:`sum_tolerance` of its dtype);
+  None for concrete ``x`` (the eager checks of :func:`check_probabilities` ran)."""
+  if is_concrete(x):
+    return None
+  tol = sum_tolerance(x.dtype) if atol is None else atol
+  sums = jnp.sum(x.astype(_sum_dtype(x.dtype)), axis=-1)
+  return (jnp.all(jnp.isfinite(x), axis=-1) & jnp.all(x >= 0, axis=-1)
+          & (jnp.abs(sums - 1.0) <= tol))
+
+
+def traced_logits_valid(x: jax.Array) -> jax.Array | None:
+  """Under tracing: ``bool [...]``, True where a logit row has no NaN, no ``+inf`` and a
+  finite entry; None for concrete ``x`` (see :func:`check_logits`)."""
+  if is_concrete(x):
+    return None
+  return (~jnp.any(jnp.isnan(x) | (x == jnp.inf), axis=-1)
+          & jnp.any(x > -jnp.inf, axis=-1))
+
+
+def traced_in_range(x: Any, low: float, high: float, *, open_low: bool = False,
+                    open_high: bool = False) -> jax.Array | None:
+  """Under tracing: ``bool``, True where ``low <= x <= high`` (ends open per flags; NaN is
+  outside); None for concrete ``x``."""
+  if is_concrete(x):
+    return None
+  x = jnp.asarray(x)
+  lo = x > low if open_low else x >= low
+  hi = x < high if open_high else x <= high
+  return lo & hi
+
+
+def all_valid(*masks: Any) -> Any:
+  """The conjunction of the masks that are not None (None when all are)."""
+  masks = [m for m in masks if m is not None]
+  if not masks:
+    return None
+  out = masks[0]
+  for m in masks[1:]:
+    out = out & m
+  return out
+
+
 def sum_tolerance(dtype: Any) -> float:
   """Tolerance on ``|sum(p) - 1|`` for probability rows of ``dtype``.
 
@@ -95,13 +160,13 @@ def check_probabilities(
   if (rows < 0).any():
     raise ValueError(f"{name} contains a negative entry (min {rows.min():.3g})")
   tol = sum_tolerance(rows.dtype) if atol is None else atol
-  sums = rows.sum(axis=-1)
+  sums = rows.astype(np.float64).sum(axis=-1)   # never accumulate in the input's precision
   worst = np.abs(sums - 1.0).max()
   if worst > tol:
     raise ValueError(
         f"{name} rows must sum to 1 over the last axis; found a row summing to"
         f" {np.ravel(sums)[np.argmax(np.abs(np.ravel(sums) - 1.0))]:.10g}"
-        f" (tolerance {tol:g})"
+        f" (tolerance {tol:g} for {rows.dtype})"
     )
   return arr
 
