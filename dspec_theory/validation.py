@@ -299,3 +299,29 @@ def check_temperature(value: Any, name: str = "temperature") -> float:
   if not math.isfinite(t) or t < 0:
     raise ValueError(f"{name} must be finite and >= 0; got {value!r}")
   return t
+
+
+def check_int(name: str, value: Any, minimum: int = 0, *, optional: bool = False) -> Any:
+  """``value`` as an int ``>= minimum`` (None allowed when ``optional``); strict: a bool or
+  a float (even ``3.0``) is refused.  The message names ``name``.
+
+  Example:
+    >>> check_int("repeats", 3, 1)
+    3
+  """
+  if optional and value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    allowed = f"None or an int >= {minimum}" if optional else f"an int >= {minimum}"
+    raise ValueError(f"{name} must be {allowed}; got {value!r}")
+  return int(value)
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def check_split(split: Any, name: str = "split") -> str:
+  """A dataset split name: ``train``, ``validation`` or ``test``."""
+  if split not in SPLITS:
+    raise ValueError(f"{name} must be train, validation or test; got {split!r}")
+  return split

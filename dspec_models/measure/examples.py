@@ -23,6 +23,7 @@ import numpy as np
 
 from dspec_models.configs import EOS_ID, PAD_ID
 from dspec_models.data.storage import sha256_file
+from dspec_theory import validation as v
 
 
 class HeldOut(NamedTuple):
@@ -56,8 +57,7 @@ def resolve_vocab_dir(vocab: dict) -> Optional[Path]:
 
 def lm_prompts(targets: np.ndarray, prompt_len: int) -> np.ndarray:
   """First ``prompt_len`` tokens of each row before its EOS, 0-padded: ``int32 [N, prompt_len]``."""
-  if isinstance(prompt_len, bool) or not isinstance(prompt_len, (int, np.integer)) or prompt_len < 1:
-    raise ValueError(f"lm_prompt_len must be an int >= 1; got {prompt_len!r}")
+  v.check_int("lm_prompt_len", prompt_len, 1)
   targets = np.asarray(targets)
   out = np.zeros((targets.shape[0], int(prompt_len)), np.int32)
   for i, row in enumerate(targets):
@@ -87,11 +87,8 @@ def heldout_examples(task: str, split: str, num_examples: int, *, max_input_len:
   from dspec_models.data import batches, task_spec
 
   spec = task_spec(task)
-  if split not in ("train", "validation", "test"):
-    raise ValueError(f"split must be train, validation or test; got {split!r}")
-  if isinstance(num_examples, bool) or not isinstance(num_examples, (int, np.integer)) \
-      or num_examples < 1:
-    raise ValueError(f"num_examples must be an int >= 1; got {num_examples!r}")
+  v.check_split(split)
+  v.check_int("num_examples", num_examples, 1)
   vocab_dir = resolve_vocab_dir(vocab)
   rows_in, rows_out, count = [], [], 0
   for batch in batches(task, split, min(int(num_examples), 256), max(int(max_input_len), 0)

@@ -9,16 +9,10 @@ mean; here medians, which a shared machine needs).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Optional
 
 from dspec_models.options import PAPER_GAMMAS, PAPER_TEMPERATURES  # the paper's grid, defined once
-
-
-def _is_int(x: Any) -> bool:
-  import numpy as np
-
-  return not isinstance(x, bool) and isinstance(x, (int, np.integer))
+from dspec_theory import validation as v
 
 
 def parse_int_list(name: str, text: Any) -> tuple[int, ...]:
@@ -31,9 +25,7 @@ def parse_int_list(name: str, text: Any) -> tuple[int, ...]:
       raise ValueError(f"{name} must be a comma-separated list of integers; got {text!r}") from None
   else:
     values = tuple(text)
-    if not all(_is_int(v) for v in values):
-      raise ValueError(f"{name} must hold integers; got {text!r}")
-    values = tuple(int(v) for v in values)
+    values = tuple(v.check_int(name, x, 0) for x in values)
   if not values:
     raise ValueError(f"{name} must not be empty")
   return values
@@ -89,23 +81,17 @@ class MeasureOptions:
       raise ValueError(f"gamma must be >= 1; got gammas={list(gammas)}")
     if len(set(gammas)) != len(gammas):
       raise ValueError(f"gammas must be distinct; got {list(gammas)}")
-    temps = parse_float_list("temperatures", self.temperatures)
-    for t in temps:
-      if not math.isfinite(t) or t < 0:
-        raise ValueError(f"temperature must be finite and >= 0; got temperatures={list(temps)}")
+    temps = tuple(v.check_temperature(t) for t in parse_float_list("temperatures",
+                                                                     self.temperatures))
     if len(set(temps)) != len(temps):
       raise ValueError(f"temperatures must be distinct; got {list(temps)}")
     lenience = parse_lenience(self.lenience)
     for name, low in (("num_examples", 1), ("repeats", 1), ("latency_repeats", 1),
                       ("max_new_tokens", 1), ("seed", 0)):
-      value = getattr(self, name)
-      if not _is_int(value) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-    timing = self.timing_examples
+      v.check_int(name, getattr(self, name), low)
+    timing = v.check_int("timing_examples", self.timing_examples, 0, optional=True)
     if timing is None:
       timing = self.num_examples
-    if not _is_int(timing) or timing < 0:
-      raise ValueError(f"timing_examples must be None or an int >= 0; got {timing!r}")
     if timing > self.num_examples:
       raise ValueError(f"timing_examples ({timing}) must be <= num_examples "
                        f"({self.num_examples})")

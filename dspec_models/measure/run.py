@@ -27,10 +27,11 @@ import numpy as np
 
 from dspec_models.measure import plots as plots_lib
 from dspec_models.measure import report as report_lib
-from dspec_models.measure.cell import run_cell
 from dspec_models.measure.acceptance import cell_key
+from dspec_models.measure.cell import run_cell
 from dspec_models.measure.options import MeasureOptions
 from dspec_models.measure.timing import cell_latency, model_latency
+from dspec_theory import validation as v
 
 TAU_PLOT = "tau.png"
 SPEEDUP_PLOT = "speedup.png"
@@ -180,8 +181,7 @@ def measure_runs(target_run: Any, draft_run: Any, *, options: MeasureOptions,
   if options.max_new_tokens is None:
     options = dataclasses.replace(options, max_new_tokens=int(target_cfg["max_target_len"]))
   options = options.validated()
-  if split not in ("train", "validation", "test"):
-    raise ValueError(f"split must be train, validation or test; got {split!r}")
+  v.check_split(split)
   pair = load_pair(target_run, draft_run, task=task, target_step=target_step,
                    draft_step=draft_step)
   held = heldout_examples(task, split, options.num_examples, max_input_len=pair.max_input_len,

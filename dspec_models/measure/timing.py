@@ -33,6 +33,7 @@ import numpy as np
 from dspec_models import lm
 from dspec_models.configs import ModelConfig
 from dspec_models.measure.stats import spread
+from dspec_theory import validation as v
 
 
 def time_call(fn: Callable[[], Any]) -> float:
@@ -72,18 +73,12 @@ def _decode_loop(params, inputs, num_calls, *, config: ModelConfig, k: int, cach
   return jax.lax.fori_loop(0, num_calls, body, (state, token))[1]
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-    raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-  return int(value)
-
-
 class _CallTimer:
   """Paired ``n1 = span`` / ``n2 = 4 span`` call loops of one (model, k); see module doc."""
 
   def __init__(self, config: ModelConfig, params: Any, inputs: Any, *, k: int, cache_len: int,
                span: int):
-    k, span = _check_int("k", k, 1), _check_int("span", span, 1)
+    k, span = v.check_int("k", k, 1), v.check_int("span", span, 1)
     if inputs is not None:
       inputs = jnp.asarray(np.asarray(inputs, np.int32))
     prefix = 0 if (config.is_encoder_decoder or inputs is None) else int(inputs.shape[1])
@@ -132,7 +127,7 @@ def decode_call_seconds(config: ModelConfig, params: Any, inputs: Any, *, k: int
     ``{"seconds": median, "spread": spread of the per-repeat estimates,
     "calls": [n1, n2]}``.
   """
-  repeats = _check_int("repeats", repeats, 1)
+  repeats = v.check_int("repeats", repeats, 1)
   timer = _CallTimer(config, params, inputs, k=k, cache_len=cache_len, span=span)
   for _ in range(repeats):
     timer.sample()
@@ -160,16 +155,16 @@ def model_latency(target: tuple[ModelConfig, Any], draft: tuple[ModelConfig, Any
   """
   from dspec_models.speculative import _cache_capacity
 
-  gammas = [_check_int("gamma", g, 1) for g in gammas]
+  gammas = [v.check_int("gamma", g, 1) for g in gammas]
   if not gammas:
     raise ValueError("gammas must not be empty")
-  repeats = _check_int("repeats", repeats, 1)
+  repeats = v.check_int("repeats", repeats, 1)
   t_cfg, t_params = target
   d_cfg, d_params = draft
   arr = None if inputs is None else jnp.asarray(np.asarray(inputs, np.int32))
   t_len = _cache_capacity(t_cfg, arr, max_new_tokens, max(gammas))
   d_len = _cache_capacity(d_cfg, arr, max_new_tokens, max(gammas))
-  span = _check_int("max_new_tokens", max_new_tokens, 1)
+  span = v.check_int("max_new_tokens", max_new_tokens, 1)
   step = _CallTimer(t_cfg, t_params, arr, k=1, cache_len=t_len, span=span)
   draft_step = _CallTimer(d_cfg, d_params, arr, k=1, cache_len=d_len, span=span)
   verify = {g: _CallTimer(t_cfg, t_params, arr, k=g + 1, cache_len=t_len, span=span)

@@ -32,6 +32,7 @@ from typing import Optional
 import numpy as np
 
 from dspec_models.data.storage import sha256_file
+from dspec_theory import validation as v
 
 CACHE_SUBDIR = "token_cache"
 
@@ -72,8 +73,7 @@ class TokenizedSplit:
 
   def head(self, n: int) -> "TokenizedSplit":
     """The first ``n`` examples (split order), e.g. a fixed evaluation subset."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-      raise ValueError(f"n must be an int >= 1; got {n!r}")
+    v.check_int("n", n, 1)
     return dataclasses.replace(self, inputs=self.inputs[:n], targets=self.targets[:n])
 
 
@@ -165,18 +165,14 @@ def load_split(task: str, split: str, *, max_input_len: int, max_target_len: int
 
   if task not in TASK_NAMES:
     raise ValueError(f"task must be one of {TASK_NAMES}; got {task!r}")
-  if split not in ("train", "validation", "test"):
-    raise ValueError(f"split must be train, validation or test; got {split!r}")
+  v.check_split(split)
   spec = task_spec(task)
   if not spec.has_inputs:
     max_input_len = 0
   for name, value, low in (("max_input_len", max_input_len, 0 if not spec.has_inputs else 1),
                            ("max_target_len", max_target_len, 1)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-      raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-  if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
-                            or limit < 1):
-    raise ValueError(f"limit must be None or an int >= 1; got {limit!r}")
+    v.check_int(name, value, low)
+  v.check_int("limit", limit, 1, optional=True)
   cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
   return _load_split(task, split, int(max_input_len), int(max_target_len), int(vocab_size),
                      None if limit is None else int(limit), str(cache_dir), bool(use_cache))
@@ -226,8 +222,7 @@ def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> n
   """
   for name, value, low in (("num_examples", num_examples, 1), ("batch_size", batch_size, 1),
                            ("step", step, 0), ("seed", seed, 0)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-      raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    v.check_int(name, value, low)
   positions = int(step) * int(batch_size) + np.arange(int(batch_size), dtype=np.int64)
   epochs = positions // num_examples
   out = np.empty(int(batch_size), dtype=np.int64)

@@ -28,6 +28,7 @@ import numpy as np
 
 from dspec_models.training import checkpoint as ckpt
 from dspec_models.training import rundir
+from dspec_theory import validation as v
 
 LOG_WINDOW_KEY = "log_window"
 StepFn = Callable[[ckpt.TrainState], tuple[ckpt.TrainState, dict]]
@@ -62,11 +63,8 @@ class LoopOptions:
     for name in ("num_steps", "log_every", "checkpoint_every", "max_to_keep"):
       value = getattr(self, name)
       low = ckpt.MIN_TO_KEEP if name == "max_to_keep" else 1
-      if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-    if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or (
-        self.eval_every < 0):
-      raise ValueError(f"eval_every must be an int >= 0; got {self.eval_every!r}")
+      v.check_int(name, value, low)
+    v.check_int("eval_every", self.eval_every, 0)
 
 
 def init_or_resume(run_dir: Path | str, init_state: ckpt.TrainState, *,

@@ -30,6 +30,8 @@ from typing import Any
 
 import optax
 
+from dspec_theory import validation as v
+
 # Table C.1 of the paper.
 PAPER_STEPS = 300_000
 PAPER_BATCH_SIZE = 32
@@ -64,8 +66,7 @@ class ScheduleConfig:
       raise ValueError(f"learning_rate must be a finite number > 0; got {self.learning_rate!r}")
     for name in ("warmup_steps", "cooldown_begin", "cooldown_end"):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0; got {value!r}")
+      v.check_int(name, value, 0)
     if self.warmup_steps > self.cooldown_begin:
       raise ValueError(f"warmup_steps ({self.warmup_steps}) must be <= cooldown_begin "
                        f"({self.cooldown_begin})")
@@ -85,8 +86,7 @@ def scaled_table_c1_steps(num_steps: int) -> tuple[int, int, int]:
     >>> scaled_table_c1_steps(600)
     (10, 300, 600)
   """
-  if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-    raise ValueError(f"num_steps must be an int >= 1; got {num_steps!r}")
+  v.check_int("num_steps", num_steps, 1)
   warmup = int(round(num_steps * PAPER_WARMUP_STEPS / PAPER_STEPS))
   begin = int(round(num_steps * PAPER_COOLDOWN[0] / PAPER_STEPS))
   return min(warmup, begin), begin, num_steps
