@@ -29,8 +29,12 @@ def add_parser(subparsers) -> None:
   p = subparsers.add_parser(
       "sd", help="measure SD of a trained target/draft pair: alpha, tau, c, speedups vs theory",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--target", required=True, help="target run directory (from dspec train)")
-  p.add_argument("--draft", required=True, help="draft run directory (dspec train/distill)")
+  p.add_argument("--target", required=True,
+                 help="target run directory (from dspec train), or a pretrained checkpoint: "
+                      "smollm2-135m, a .gguf file or a Hugging Face folder")
+  p.add_argument("--draft", required=True,
+                 help="draft run directory (dspec train/distill), or a pretrained checkpoint "
+                      "with the target's tokenizer")
   p.add_argument("--task", default=None,
                  help="task name; must match the runs' task (default: the runs' task)")
   p.add_argument("--split", default="validation", choices=("validation", "test", "train"),

@@ -104,3 +104,23 @@ def test_greedy_chat_answer_through_the_cache(smollm2):
     if out[-1] == cfg.eos_id:
       break
   assert "Paris" in decode(tok, out), decode(tok, out)
+
+
+def test_chat_template_and_instruction_prompts(smollm2):
+  from dspec_models.pretrained.measure import instruction_prompts, render_chat
+
+  cfg, _, tok = smollm2
+  # The checkpoint's own Jinja template gives the ChatML layout with SmolLM's default system turn.
+  assert render_chat(tok, "Hi") == (
+      "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+      "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+  prompts = instruction_prompts("dspec_translate_en_de", "validation", 3, cfg, tok,
+                                max_input_len=256)
+  assert prompts.shape[0] == 3 and prompts.shape[1] <= 256
+  tail = encode(tok, "<|im_start|>assistant\n")
+  for row in prompts:
+    ids = [int(t) for t in row if t != cfg.pad_id]
+    assert ids[0] != cfg.bos_id                      # the API prepends BOS itself
+    assert ids[-len(tail):] == tail
+    assert decode(tok, ids).startswith("system\nYou are a helpful AI assistant")
+    assert "Translate to German: " in decode(tok, ids)

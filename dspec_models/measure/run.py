@@ -174,6 +174,13 @@ def measure_runs(target_run: Any, draft_run: Any, *, options: MeasureOptions,
 
   from dspec_models.measure.examples import heldout_examples
   from dspec_models.measure.pairs import check_pair_configs, load_pair
+  from dspec_models.pretrained import is_pretrained_path
+
+  if is_pretrained_path(str(target_run)) or is_pretrained_path(str(draft_run)):
+    from dspec_models.pretrained.measure import measure_pretrained
+    return measure_pretrained(target_run, draft_run, options=options, task=task, split=split,
+                              out_dir=out_dir, lm_prompt_len=lm_prompt_len, fresh=fresh,
+                              progress=progress)
 
   # Cheap checks first: config.json files and options, before restoring checkpoints.
   target_cfg, _ = check_pair_configs(target_run, draft_run, task)

@@ -1,0 +1,56 @@
+"""``dspec sd`` with pretrained checkpoints: tokenizer checks, and a whole run on tiny folders.
+
+Tiny Hugging Face folders (random weights, a word-level tokenizer) come from
+``tests/test_pretrained_hf.py``.  The language-modelling task (first tokens of
+held-out PTB sentences as prompts) needs no chat template.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import tokenizers
+
+from dspec_cli.main import main
+from dspec_models.pretrained import load_pretrained
+from dspec_models.pretrained.measure import check_same_tokenizer
+from tests.test_pretrained_hf import _write_folder
+
+
+def test_tokenizer_mismatch_names_both_vocabularies(tmp_path, capsys):
+  _write_folder(str(tmp_path / "t"), "llama", seed=0)
+  _write_folder(str(tmp_path / "d"), "llama", seed=1)
+  # The draft's tokenizer gets one more word: same model vocab size, other token table.
+  tok = tokenizers.Tokenizer.from_file(str(tmp_path / "d/tokenizer.json"))
+  tok.add_tokens(["zebra"])
+  tok.save(str(tmp_path / "d/tokenizer.json"))
+  t_cfg, _, t_tok = load_pretrained(str(tmp_path / "t"))
+  d_cfg, _, d_tok = load_pretrained(str(tmp_path / "d"))
+  check_same_tokenizer((t_cfg, t_tok), (t_cfg, t_tok), "t", "t")   # identical: no error
+  with pytest.raises(ValueError, match=r"target 't' has 20 tokens .* draft 'd' has 21 tokens"):
+    check_same_tokenizer((t_cfg, t_tok), (d_cfg, d_tok), "t", "d")
+  code = main(["sd", "--target", str(tmp_path / "t"), "--draft", str(tmp_path / "d"),
+               "--num-examples", "2", "--no-progress"])
+  err = capsys.readouterr().err
+  assert code == 2 and "must share the tokenizer" in err and err.count("\n") == 1
+  code = main(["sd", "--target", str(tmp_path / "t"), "--draft", str(tmp_path / "nothing"),
+               "--num-examples", "2", "--no-progress"])
+  assert code == 2 and "is not a pretrained checkpoint" in capsys.readouterr().err
+
+
+def test_sd_measures_a_pretrained_pair_end_to_end(tmp_path, capsys):
+  _write_folder(str(tmp_path / "t"), "llama", seed=0)
+  _write_folder(str(tmp_path / "d"), "llama", seed=1)
+  out = tmp_path / "out"
+  code = main(["sd", "--target", str(tmp_path / "t"), "--draft", str(tmp_path / "d"),
+               "--task", "dspec_lm_ptb", "--num-examples", "2", "--gammas", "2",
+               "--temperatures", "0", "--max-new-tokens", "6", "--timing-examples", "0",
+               "--latency-repeats", "1", "--out", str(out), "--no-progress", "--json"])
+  assert code == 0, capsys.readouterr().err
+  report = json.loads((out / "sd_measure.json").read_text())
+  settings = report["settings"]
+  assert settings["task"] == "dspec_lm_ptb" and settings["vocab"]["kind"] == "pretrained"
+  assert settings["target"]["pretrained"] == str(tmp_path / "t")
+  assert os.path.isfile(out / "sd_measure.json")
