@@ -38,8 +38,17 @@ fixed); a step that cannot be traced is run in a Python loop (slower).  A
 lossy sampler is checked against the exact lossy law of Algorithm A.1 with the
 lenience it claims (``lenience=``).
 
+Block verifiers (Sun et al., ICLR 2025) follow the same contract: a step may
+verify its ``gamma`` drafts jointly and keep any prefix; being lossless, its
+law is the target's, like any lossless verifier's.  ``check_sampler(...,
+verification="block")`` states that the step claims block verification: it
+is passed to a step that has a ``verification`` parameter, labels the
+report, and rejects a lenience (lossy laws are defined for token
+verification only).
+
 :func:`reference_step` is the project's own sampler
-(:func:`dspec_theory.sampler.speculative_step`) in this contract.
+(:func:`dspec_theory.sampler.speculative_step`) in this contract;
+:func:`block_reference_step` the same with block verification.
 
 The statistics
 --------------
@@ -120,7 +129,7 @@ def draft_block(key: jax.Array, draft: MarkovLM, context: jax.Array, gamma: int)
 
 
 def reference_step(key: jax.Array, target: MarkovLM, draft: MarkovLM, context: Any,
-                   gamma: int, lenience: Any = None) -> jax.Array:
+                   gamma: int, lenience: Any = None, verification: str = "token") -> jax.Array:
   """The project's speculative step (:func:`dspec_theory.sampler.speculative_step`) in the contract.
 
   Drafts ``gamma`` tokens with :func:`draft_block`, gathers the target's rows at
@@ -137,7 +146,21 @@ def reference_step(key: jax.Array, target: MarkovLM, draft: MarkovLM, context: A
   k_draft, k_verify = jax.random.split(key)
   toks, q_rows, ctxs = draft_block(k_draft, draft, context, gamma)
   p_rows = jax.vmap(lambda c: _next_rows(target, c))(ctxs)
-  return speculative_step(k_verify, toks, q_rows, p_rows, lenience=lenience).tokens
+  return speculative_step(k_verify, toks, q_rows, p_rows, lenience=lenience,
+                          verification=verification).tokens
+
+
+def block_reference_step(key: jax.Array, target: MarkovLM, draft: MarkovLM, context: Any,
+                         gamma: int) -> jax.Array:
+  """:func:`reference_step` with ``verification="block"`` (Sun et al., 2025, Algorithm 2).
+
+  Example:
+    >>> from dspec_theory.markov import random_markov_lm
+    >>> p = random_markov_lm(jax.random.key(0), 3)
+    >>> bool((block_reference_step(jax.random.key(1), p, p, -1, 2) >= 0).all())  # p = q: all kept
+    True
+  """
+  return reference_step(key, target, draft, context, gamma, verification="block")
 
 
 # ---------------------------------------------------------------------------
@@ -333,6 +356,7 @@ class ConformanceReport:
     num_samples: decodes per (case, gamma).
     tests: every :class:`TestResult`.
     lenience: the lossy law checked against (``None``: lossless).
+    verification: the verification the step claims (``token`` or ``block``).
   """
 
   passed: bool
@@ -342,6 +366,7 @@ class ConformanceReport:
   num_samples: int
   tests: tuple
   lenience: Any
+  verification: str = "token"
 
   def table(self) -> str:
     """A plain-text table of every test."""
@@ -354,6 +379,7 @@ class ConformanceReport:
       lines.append(f"{t.case:<14} {t.gamma:>5} {t.statistic:<12} {t.num_samples:>7} {t.cells:>5}"
                    f" {t.chi2:>10.2f} {t.p_value:>9.2e} {t.adjusted_p:>9.2e} {t.w_min:>6.3f}  {verdict}")
     law = "lossless (target law)" if self.lenience is None else f"lossy law, lenience {self.lenience}"
+    law += f", {self.verification} verification"
     lines.append("-" * len(head))
     lines.append(
         f"{'PASS' if self.passed else 'FAIL'}: {len(self.tests)} tests against the {law}, Holm family-wise"
@@ -455,9 +481,9 @@ def _expected_laws(case: Case, gamma: int, max_len: int, lenience) -> tuple[dict
   return seq_law, {int(x): float(first[x]) for x in range(vocab)}
 
 
-def _accepts_lenience(step: StepFn) -> bool:
+def _accepts(step: StepFn, name: str) -> bool:
   try:
-    return "lenience" in inspect.signature(step).parameters
+    return name in inspect.signature(step).parameters
   except (TypeError, ValueError):
     return False
 
@@ -476,6 +502,7 @@ def check_sampler(
     cases: Sequence[Case] | None = None,
     vectorized: bool | None = None,
     progress: bool = False,
+    verification: str = "token",
 ) -> ConformanceReport:
   """Tests whether ``step`` samples the exact law of Algorithm A.1.
 
@@ -497,6 +524,10 @@ def check_sampler(
     vectorized: run the step under ``jax.vmap``; ``None`` tries and falls
       back to a Python loop if tracing fails.
     progress: print one line per (case, gamma).
+    verification: ``"token"`` or ``"block"``, the verification ``step``
+      claims; passed to it if it has a ``verification`` parameter.  The law
+      tested is the same (the target's, or the lossy law of token
+      verification); ``"block"`` with a lenience is a ``ValueError``.
 
   Returns:
     :class:`ConformanceReport` (``passed`` is the verdict).
@@ -522,8 +553,11 @@ def check_sampler(
   cases = list(adversarial_cases(seed) if cases is None else cases)
   if not cases:
     raise ValueError("cases must not be empty")
-  if _accepts_lenience(step):
+  verification = v.check_verification(verification, lenience)
+  if _accepts(step, "lenience"):
     step = _with_lenience(step, lenience)
+  if _accepts(step, "verification"):
+    step = _with_verification(step, verification)
   with jax.enable_x64(True):
     laws = {(c.name, g): _expected_laws(c, g, max_len, lenience) for c in cases for g in gammas}
     num_tests = 2 * len(laws)
@@ -560,7 +594,7 @@ def check_sampler(
       TestResult(cn, g, name, num_samples, cells, chi2, pv, adj, w_min, imp, adj <= alpha)
       for (cn, g, name, chi2, pv, cells, w_min, imp), adj in zip(raw, adjusted))
   return ConformanceReport(not any(t.reject for t in tests), alpha, power, min_effect,
-                           num_samples, tests, lenience)
+                           num_samples, tests, lenience, verification)
 
 
 def _traceable(step: StepFn, case: Case, gammas: Sequence[int], num_samples: int) -> bool:
@@ -592,6 +626,12 @@ def _traceable(step: StepFn, case: Case, gammas: Sequence[int], num_samples: int
 def _with_lenience(step: StepFn, lenience) -> StepFn:
   """``partial(step, lenience=...)``, one object per (step, lenience) so compilations are reused."""
   return functools.partial(step, lenience=lenience)
+
+
+@functools.lru_cache(maxsize=64)
+def _with_verification(step: StepFn, verification: str) -> StepFn:
+  """``partial(step, verification=...)``, cached like :func:`_with_lenience`."""
+  return functools.partial(step, verification=verification)
 
 
 def load_step(spec: str) -> StepFn:

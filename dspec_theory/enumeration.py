@@ -8,7 +8,10 @@ probabilities for
 * ancestral sampling (:func:`ancestral_distribution`),
 * speculative decoding, literally as Algorithm A.1 is written -- enumerate the
   drafted tokens, then every verification outcome, resample and bonus token
-  (:func:`speculative_distribution`), and
+  (:func:`speculative_distribution`); with ``verification="block"`` the
+  verification is block verification (Sun et al., ICLR 2025, Algorithm 2)
+  written out the same way; :func:`one_block_distribution` is one block,
+  and
 * the sequence-level quantities of section 3-4 and Lemma B.1
   (:func:`sequence_stats_by_enumeration`).
 
@@ -126,8 +129,9 @@ def speculative_distribution(
     max_len: int,
     gamma: int,
     lenience: Any = None,
+    verification: str = "token",
 ) -> SpeculativeEnumeration:
-  """Enumerates Algorithm A.1 exactly, block by block.
+  """Enumerates Algorithm A.1 (or block verification) exactly, block by block.
 
   From each block start (an unfinished output prefix ``y`` with its
   probability) the enumeration
@@ -142,6 +146,19 @@ def speculative_distribution(
      drafts are accepted the bonus token is drawn from ``p_{k+1}``;
   3. appends, cuts at EOS / ``max_len``, and recurses on unfinished prefixes.
 
+  With ``verification="block"`` step 2 is block verification (Sun et al.,
+  2025, Algorithm 2) on the ``k`` drafts as a block of size ``k``: weights
+  ``w_0 = 1``, ``w_i = min(w_{i-1} p_i(d_i) / q_i(d_i), 1)``, residual masses
+  ``r_i = sum_x max(w_i p_i(x) - q_i(x), 0)``, stop probabilities
+  ``h_i = r_i / (r_i + 1 - w_i)`` for ``i < k`` (``0`` when ``r_i = 0``) and
+  ``h_k = w_k``; ``n`` drafts are kept with probability
+  ``h_n prod_{j > n} (1 - h_j)`` (``h_0 = 1``), followed by a token from
+  ``norm(max(w_n p_n - q_n, 0))`` (``n < k``) or the bonus token from
+  ``p_k`` (``n = k``, dropped after an EOS draft or at ``max_len``).  An empty
+  residual with positive probability cannot occur in exact arithmetic; with
+  floats it falls back to ``p_n`` as the JAX sampler does.  These are the
+  conventions of :mod:`dspec_theory.sampler` (module docstring).
+
   Args:
     target_fn: target model, ``prefix -> [V]`` probabilities.
     draft_fn: draft model, same signature.
@@ -149,7 +166,8 @@ def speculative_distribution(
     eos: EOS token id.
     max_len: ``T``.
     gamma: block size ``>= 1``.
-    lenience: ``None`` or a lenience spec (lossy SD).
+    lenience: ``None`` or a lenience spec (lossy SD; token verification only).
+    verification: ``"token"`` (default) or ``"block"``.
 
   Returns:
     :class:`SpeculativeEnumeration`.
@@ -163,6 +181,7 @@ def speculative_distribution(
   vocab_size, eos, max_len = _check_common(vocab_size, eos, max_len)
   gamma = v.check_gamma(gamma)
   lenience = parse_lenience(lenience)
+  verification = v.check_verification(verification, lenience)
   dist: dict[tuple, Any] = defaultdict(lambda: 0)
   totals = {"calls": 0, "len": 0, "accepted": 0, "drafts": 0}
 
@@ -185,23 +204,19 @@ def speculative_distribution(
     # prob = probability of reaching this block start and drafting `drafts`.
     k = len(drafts)
     totals["drafts"] += prob * k
-    reach = prob  # probability that drafts[:i] were all accepted
-    for i in range(k):
-      ctx = y + drafts[:i]
-      p, q = p_of(ctx), q_of(ctx)
-      d = drafts[i]
-      ratio = _lenient(p[d], lenience) / q[d]
-      accept = ratio if ratio < 1 else 1
-      reject = reach * (1 - accept)
-      if reject != 0:
-        excess = [max(px - qx, 0) for px, qx in zip(p, q)]
-        mass = sum(excess)
-        for x, e in enumerate(excess):
-          if e != 0:
-            finish(ctx + (x,), reject * e / mass, i)
-      reach = reach * accept
-      if reach == 0:
-        return
+    ps = [p_of(y + drafts[:i]) for i in range(k)]
+    qs = [q_of(y + drafts[:i]) for i in range(k)]
+    reach = 0  # probability that all k drafts are kept
+    for n, p_n, final in _verification_law(ps, qs, drafts, verification, lenience):
+      if n == k:
+        reach = prob * p_n
+        continue
+      mass = sum(final)
+      for x, e in enumerate(final):
+        if e != 0:
+          finish(y + drafts[:n] + (x,), prob * p_n * e / mass, n)
+    if reach == 0:
+      return
     full = y + drafts
     if k > 0 and drafts[-1] == eos or len(full) >= max_len:
       finish(full, reach, k)
@@ -228,6 +243,128 @@ def speculative_distribution(
   return SpeculativeEnumeration(
       dict(dist), calls, length, length / calls, totals["accepted"], totals["drafts"]
   )
+
+
+def _verification_law(ps: list, qs: list, drafts: tuple, verification: str, lenience) -> list:
+  """Every verification outcome of one drafted block, in plain arithmetic.
+
+  Args:
+    ps, qs: the target's and the draft's rows before each of the ``k`` drafts.
+    drafts: the ``k`` drafted tokens.
+
+  Returns:
+    ``[(n, P(n | drafts), weights)]``: ``n`` drafts kept, then a token drawn
+    from the unnormalised ``weights`` (``n < k``; the residual, or ``p_n`` if
+    that is empty) or the bonus token (``n = k``, weights ``None``: the caller
+    knows the row after the block).  Outcomes of probability 0 are omitted.
+  """
+  k = len(drafts)
+  out = []
+  if verification == "token":
+    reach = 1
+    for i, d in enumerate(drafts):
+      ratio = _lenient(ps[i][d], lenience) / qs[i][d]
+      accept = ratio if ratio < 1 else 1
+      reject = reach * (1 - accept)
+      if reject != 0:
+        out.append((i, reject, _residual_or_target(1, ps[i], qs[i])))
+      reach = reach * accept
+      if reach == 0:
+        return out
+    out.append((k, reach, None))
+    return out
+  # Block verification (Sun et al., 2025, Algorithm 2).
+  w = [1]
+  for i, d in enumerate(drafts):
+    ratio = ps[i][d] / qs[i][d]
+    w.append(min(w[-1] * ratio, 1))
+  h = [1]  # h_0 = 1: "no later test passes" keeps 0 drafts
+  for i in range(1, k):
+    r = sum(max(w[i] * px - qx, 0) for px, qx in zip(ps[i], qs[i]))
+    h.append(r / (r + 1 - w[i]) if r != 0 else r)
+  if k > 0:
+    h.append(w[k])
+  after = 1  # prod_{j > n} (1 - h_j)
+  for n in range(k, -1, -1):
+    prob = h[n] * after
+    after = after * (1 - h[n]) if n > 0 else after
+    if prob != 0:
+      out.append((n, prob, None if n == k else _residual_or_target(w[n], ps[n], qs[n])))
+  return out
+
+
+def _residual_or_target(w: Any, p: Sequence[Any], q: Sequence[Any]) -> list:
+  """``max(w p - q, 0)`` (unnormalised), or ``p`` when that is all zero."""
+  excess = [max(w * px - qx, 0) for px, qx in zip(p, q)]
+  return excess if any(e != 0 for e in excess) else list(p)
+
+
+class BlockEnumeration(NamedTuple):
+  """Exact law of one speculative block of ``gamma`` drafts (no EOS, no length cut).
+
+  Attributes:
+    emitted: ``{tokens emitted by the block: probability}`` (accepted drafts,
+      then the residual or bonus token).
+    accepted_law: ``[gamma + 1]``: ``P(n = i)``, ``n`` accepted drafts.
+    expected_accepted: ``E[n]``.
+  """
+
+  emitted: dict
+  accepted_law: list
+  expected_accepted: Any
+
+
+def one_block_distribution(
+    target_fn: NextTokenFn,
+    draft_fn: NextTokenFn,
+    vocab_size: int,
+    gamma: int,
+    *,
+    prefix: tuple = (),
+    lenience: Any = None,
+    verification: str = "token",
+) -> BlockEnumeration:
+  """Enumerates one block after ``prefix``: all ``V^gamma`` drafts, every verification outcome.
+
+  Every block drafts exactly ``gamma`` tokens and emits a bonus token when all
+  are kept (EOS is an ordinary token here); the verification is as in
+  :func:`speculative_distribution`.  Lossless, ``emitted`` restricted to its
+  first token is the target's next-token law.
+
+  Example (Sun et al., 2025, section 1: p = (1/3, 2/3), q = (2/3, 1/3), gamma = 2):
+    >>> from fractions import Fraction as F
+    >>> p, q = (lambda pre: [F(1, 3), F(2, 3)]), (lambda pre: [F(2, 3), F(1, 3)])
+    >>> [str(one_block_distribution(p, q, 2, 2, verification=m).expected_accepted)
+    ...  for m in ("token", "block")]
+    ['10/9', '11/9']
+  """
+  vocab_size = v.check_positive_int("vocab_size", vocab_size, minimum=1)
+  gamma = v.check_gamma(gamma)
+  lenience = parse_lenience(lenience)
+  verification = v.check_verification(verification, lenience)
+  prefix = tuple(int(t) for t in prefix)
+  emitted: dict[tuple, Any] = defaultdict(lambda: 0)
+  law = [0] * (gamma + 1)
+
+  def walk(drafts: tuple, prob: Any, qs: list) -> None:
+    if len(drafts) < gamma:
+      q = _dist(draft_fn, prefix + drafts, vocab_size, "draft_fn")
+      for x, qx in enumerate(q):
+        if qx != 0:
+          walk(drafts + (x,), prob * qx, qs + [q])
+      return
+    ps = [_dist(target_fn, prefix + drafts[:i], vocab_size, "target_fn") for i in range(gamma)]
+    for n, p_n, final in _verification_law(ps, qs, drafts, verification, lenience):
+      law[n] += prob * p_n
+      if final is None:
+        final = _dist(target_fn, prefix + drafts, vocab_size, "target_fn")
+      mass = sum(final)
+      for x, e in enumerate(final):
+        if e != 0:
+          emitted[drafts[:n] + (x,)] += prob * p_n * e / mass
+
+  walk((), 1, [])
+  return BlockEnumeration(dict(emitted), law, sum(i * x for i, x in enumerate(law)))
 
 
 class EnumeratedSequenceStats(NamedTuple):

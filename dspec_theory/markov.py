@@ -12,7 +12,8 @@ exactly by forward recursions over ``V`` contexts -- no Monte Carlo:
   Lemma B.1, the on-policy loss ``eps`` of Theorem 4.1 and its bound (Eq. 4);
 * :func:`sd_stats`: the exact expected number of target calls, expected output
   length and block efficiency of speculative decoding with a finite block size
-  ``gamma`` (Algorithm A.1, lossless or lossy), without the i.i.d. assumption.
+  ``gamma`` (Algorithm A.1, lossless or lossy; or block verification, Sun et
+  al. 2025), without the i.i.d. assumption.
 
 All computations run in float64 (inside ``jax.enable_x64``) whatever the
 global setting; results are float64 JAX arrays.
@@ -21,6 +22,7 @@ global setting; results are float64 JAX arrays.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -59,6 +61,18 @@ class MarkovLM:
 jax.tree_util.register_dataclass(MarkovLM, data_fields=["init", "trans"], meta_fields=["eos"])
 
 
+def _float64_table(name: str, x: Any) -> Array:
+  """``x`` as float64 rows, checked to the tolerance of its own dtype: a float32 or
+  bfloat16 table is held to that precision (not to float64's) and then renormalised
+  in float64, so the exact recursions see rows summing to 1."""
+  source = np.asarray(x).dtype if hasattr(x, "dtype") else np.dtype(np.float64)
+  low = bool(jnp.issubdtype(source, jnp.floating)) and jnp.finfo(source).bits < 64
+  if not low:
+    return v.check_probabilities(name, jnp.asarray(x, jnp.float64))
+  table = v.check_probabilities(name, x).astype(jnp.float64)   # message names its dtype
+  return table / jnp.sum(table, axis=-1, keepdims=True)
+
+
 def markov_lm(init: Any, trans: Any, eos: int) -> MarkovLM:
   """Validated :class:`MarkovLM` (float64).
 
@@ -72,8 +86,8 @@ def markov_lm(init: Any, trans: Any, eos: int) -> MarkovLM:
     2
   """
   with jax.enable_x64(True):
-    init = v.check_probabilities("init", jnp.asarray(init, jnp.float64))
-    trans = v.check_probabilities("trans", jnp.asarray(trans, jnp.float64))
+    init = _float64_table("init", init)
+    trans = _float64_table("trans", trans)
   if init.ndim != 1:
     raise ValueError(f"init must have shape [V]; got {init.shape}")
   vocab = init.shape[0]
@@ -155,8 +169,8 @@ def perturbed_markov_lm(key: Array, p: MarkovLM, strength: float = 0.5) -> Marko
     >>> bool(jnp.allclose(p.trans, q.trans))
     True
   """
-  if not strength >= 0:
-    raise ValueError(f"strength must be >= 0; got {strength}")
+  if not (strength >= 0 and np.isfinite(strength)):
+    raise ValueError(f"strength must be a finite number >= 0; got {strength}")
   with jax.enable_x64(True):
     rows = jnp.concatenate([p.trans, p.init[None, :]], axis=0)
     noise = strength * jax.random.normal(key, rows.shape, jnp.float64)
@@ -349,7 +363,8 @@ class SDStats(NamedTuple):
 
 
 def sd_stats(
-    p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience: Any = None
+    p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience: Any = None,
+    verification: str = "token",
 ) -> SDStats:
   r"""Exact block efficiency of speculative decoding for Markov LMs.
 
@@ -374,12 +389,33 @@ def sd_stats(
   length limit never change the output or the number of calls, so the cut at
   ``T`` needs no extra state.  Cost: ``O(T gamma V^2)``.
 
+  With ``verification="block"`` (Sun et al., 2025, Algorithm 2; conventions
+  in :mod:`dspec_theory.sampler`) a draft's fate depends on the whole drafted
+  block, so the (context, position) chain above does not apply.  Instead
+  every draft block is enumerated per start context: for each context ``c``
+  (``V`` tokens and the start) and block size ``g = 1..gamma`` (``g < gamma``
+  only where the length limit cuts the block), all ``V^g`` blocks with their
+  draft probability, the law of the kept count ``n``
+  (:func:`dspec_theory.sampler.block_accept_law`) and the final token's
+  distribution give the block's law of (tokens emitted, last token); EOS
+  drafts are handled by making both models emit EOS with probability 1
+  after EOS inside the block (the padding equivalence of the sampler's
+  docstring).  A forward recursion over (tokens emitted so far, last token)
+  then sums calls and lengths.  Cost ``O(gamma^2 (V+1) V^(gamma+1))`` time
+  and ``O(gamma V^(gamma+1))`` memory per context for the blocks plus ``O(T gamma V^2)``
+  for the recursion; refused (``ValueError``) when
+  ``gamma (V+1) V^(gamma+1) > 3e7`` (e.g. V = 32 allows gamma <= 2, V = 16
+  gamma <= 3, V = 8 gamma <= 5, V = 4 gamma <= 10).  Needs concrete (not
+  traced) models.
+
   Args:
     p: target :class:`MarkovLM`.
     q: draft :class:`MarkovLM` (same vocabulary and EOS).
     max_len: maximum output length ``T >= 1``.
     gamma: block size ``>= 1``.
-    lenience: ``None`` (lossless) or a lenience spec such as ``("sq", 0.5)``.
+    lenience: ``None`` (lossless) or a lenience spec such as ``("sq", 0.5)``;
+      token verification only.
+    verification: ``"token"`` (default) or ``"block"``.
 
   Returns:
     :class:`SDStats`.
@@ -396,7 +432,10 @@ def sd_stats(
   max_len = v.check_max_len(max_len)
   gamma = v.check_gamma(gamma)
   lenience = parse_lenience(lenience)
+  verification = v.check_verification(verification, lenience)
   with jax.enable_x64(True):
+    if verification == "block":
+      return _block_sd_stats(p, q, max_len, gamma)
     return _sd_stats_jit(p, q, max_len, gamma, lenience)
 
 
@@ -468,3 +507,115 @@ def _sd_stats_impl(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience)
 
 
 _sd_stats_jit = jax.jit(_sd_stats_impl, static_argnums=(2, 3, 4))
+
+
+# ---------------------------------------------------------------------------
+# Block verification (Sun et al., 2025): enumerate the draft blocks per context.
+
+BLOCK_ENUMERATION_LIMIT = 3 * 10**7  # gamma (V + 1) V^(gamma + 1), see sd_stats
+
+
+def _block_kernels(p_rows: Array, q_rows: Array, g: int, eos: int):
+  """Blocks of ``g`` drafts from every context under block verification.
+
+  ``p_rows``/``q_rows`` are ``[C, V]`` (``C = V + 1``: token contexts, then the
+  start row) with the EOS row replaced by the one-hot of EOS (padding after
+  EOS).  Every one of the ``V^g`` draft blocks is scored at once.
+
+  Returns:
+    ``(law [C, g + 2, V], accepted [C], drafted [C])``: ``law[c, m, x]`` the
+    probability that a block from context ``c`` emits ``m`` tokens, ``x``
+    the last (before any length cut; ``m = k``, ``x = EOS`` for a block kept
+    through its EOS draft), and the expected kept and valid drafts.
+  """
+  vocab = p_rows.shape[1]
+  blocks = np.indices((vocab,) * g).reshape(g, -1).T.astype(np.int32)  # [N, g]
+  # Valid drafts k: up to and including the first EOS.
+  is_eos = blocks == eos
+  has_eos = is_eos.any(axis=1)
+  k = np.where(has_eos, np.argmax(is_eos, axis=1) + 1, g).astype(np.int32)
+  # Passed as arguments, not constants (XLA would constant-fold them slowly).
+  return _block_kernels_jit(p_rows, q_rows, blocks, has_eos, k, eos)
+
+
+@functools.partial(jax.jit, static_argnums=5)
+def _block_kernels_jit(p_rows, q_rows, blocks, has_eos, k, eos):
+  from dspec_theory.sampler import block_accept_law, block_stop_probs, block_weights
+
+  num_ctx, vocab = p_rows.shape
+  g = blocks.shape[1]
+
+  def from_context(c):
+    ctxs = jnp.concatenate([jnp.full((blocks.shape[0], 1), c, jnp.int32), blocks], axis=1)
+    q_tok = q_rows[ctxs[:, :g], blocks]
+    p_tok = p_rows[ctxs[:, :g], blocks]
+    q_block = jnp.prod(q_tok, axis=1)  # [N] draft probability of the block
+    p_ctx = p_rows[ctxs]  # [N, g + 1, V]
+    q_ctx = q_rows[ctxs[:, :g]]  # [N, g, V]
+    w = block_weights(p_tok, q_tok)
+    residual = jnp.maximum(w[:, :g, None] * p_ctx[:, :g] - q_ctx, 0.0)  # [N, g, V]
+    mass = jnp.sum(residual, axis=-1)
+    law_n = block_accept_law(block_stop_probs(w, mass))  # [N, g + 1]
+    # n < g: n drafts kept, then a token from norm(max(w_n p_n - q_n, 0)) (p_n if empty).
+    # (For k <= n < g the law is 0: past the EOS both rows are one-hot, so r_n = 0.)
+    final = jnp.where(mass[..., None] > 0, residual, p_ctx[:, :g])
+    final = final / jnp.sum(final, axis=-1, keepdims=True)
+    rejected = jnp.einsum("n,nj,njx->jx", q_block, law_n[:, :g], final)  # m = j + 1
+    all_kept = q_block * law_n[:, g]
+    # Kept through an EOS draft: k tokens, the last is EOS.  Otherwise the bonus
+    # token (m = g + 1; the caller cuts it at the length limit).
+    eos_end = jnp.zeros((g + 2,), p_rows.dtype).at[k].add(jnp.where(has_eos, all_kept, 0.0))
+    bonus = jnp.where(has_eos, 0.0, all_kept) @ p_ctx[:, g]
+    law = jnp.concatenate([jnp.zeros((1, vocab), p_rows.dtype), rejected, bonus[None]], axis=0)
+    law = law.at[:, eos].add(eos_end)
+    accepted = jnp.sum(q_block * (law_n[:, :g] @ jnp.arange(g) + law_n[:, g] * k))
+    return law, accepted, jnp.sum(q_block * k)
+
+  return jax.lax.map(from_context, jnp.arange(num_ctx))
+
+
+def _block_sd_stats(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int) -> SDStats:
+  """:func:`sd_stats` with ``verification="block"`` (see its docstring)."""
+  if not (v.is_concrete(p.init) and v.is_concrete(q.init)):
+    raise ValueError("sd_stats(verification='block') needs concrete models (it enumerates"
+                     " draft blocks in numpy); call it outside jit")
+  vocab, eos = p.vocab_size, p.eos
+  cost = gamma * (vocab + 1) * vocab ** (gamma + 1)
+  if cost > BLOCK_ENUMERATION_LIMIT:
+    raise ValueError(f"sd_stats(verification='block') enumerates gamma (V+1) V^(gamma+1) ="
+                     f" {cost:.3g} > {BLOCK_ENUMERATION_LIMIT:.0e} block entries for V={vocab},"
+                     f" gamma={gamma}; use a smaller gamma or vocabulary")
+  rows = []
+  for lm in (p, q):
+    r = np.concatenate([np.asarray(lm.trans, np.float64), np.asarray(lm.init, np.float64)[None]])
+    r[eos] = 0.0
+    r[eos, eos] = 1.0  # inside a block, both models emit EOS after EOS (padding)
+    rows.append(r)
+  p_rows, q_rows = rows
+  start = vocab  # the start row
+  sizes = sorted({min(gamma, max_len - t) for t in range(max_len)})
+  kernels = {g: tuple(np.asarray(x) for x in _block_kernels(jnp.asarray(p_rows),
+                                                            jnp.asarray(q_rows), g, eos))
+             for g in sizes}
+  # mass[t, c]: probability that a block starts after t emitted tokens in context c.
+  mass = np.zeros((max_len, vocab + 1))
+  mass[0, start] = 1.0
+  calls = length = accepted = drafted = 0.0
+  for t in range(max_len):
+    m_t = mass[t]
+    if not m_t.any():
+      continue
+    room = max_len - t
+    law, acc, dr = kernels[min(gamma, room)]
+    calls += m_t.sum()
+    accepted += m_t @ acc
+    drafted += m_t @ dr
+    emitted = np.einsum("c,cmx->mx", m_t, law)  # [g + 2, V]
+    for m in range(1, emitted.shape[0]):
+      length += min(m, room) * emitted[m].sum()
+      if t + m < max_len:
+        cont = emitted[m].copy()
+        cont[eos] = 0.0  # EOS ends the sequence
+        mass[t + m, :vocab] += cont
+  return SDStats(*(jnp.asarray(x, jnp.float64)
+                   for x in (calls, length, length / calls, accepted, drafted)))

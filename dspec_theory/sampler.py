@@ -16,6 +16,40 @@ rejection the residual of two different one-hots is the target's one-hot.  Use
 models (see :mod:`dspec_theory.markov`), vectorised over many samples, to hold
 Monte Carlo averages against the exact statistics of
 :func:`dspec_theory.markov.sd_stats`.
+
+Block verification
+------------------
+Both take ``verification="token"`` (default: Algorithm A.1, token by token)
+or ``"block"`` (Sun et al., "Block Verification Accelerates Speculative
+Decoding", ICLR 2025, Algorithm 2): for drafts ``X_1..X_k`` with weights
+``w_0 = 1``, ``w_i = min(w_{i-1} p_i(X_i) / q_i(X_i), 1)``
+(:func:`block_weights`), residual masses
+``r_i = sum_x max(w_i p(x|X_<=i) - q(x|X_<=i), 0)`` and stop probabilities
+``h_i = r_i / (r_i + 1 - w_i)`` (``i < k``), ``h_k = w_k``
+(:func:`block_stop_probs`), the block keeps ``n = max{i : eta_i < h_i}``
+drafts (``0`` if none; ``eta_i ~ U[0, 1)`` independent), then one token from
+``norm(max(w_n p_n - q_n, 0))`` if ``n < k``, or the bonus token from ``p_k``
+if ``n = k``.  Lossless, and it accepts at least as many drafts on average as
+token verification.  Conventions, the same in every layer
+(:mod:`dspec_theory.enumeration`, :func:`dspec_theory.markov.sd_stats`, this
+module, :func:`dspec_models.speculative.speculative_generate`):
+
+* the verified block is the ``k = num_draft`` valid drafts (drafting stops
+  after a drafted EOS and at the length limit) and is verified as a block of
+  size ``k``: ``h_k = w_k``.  (Stopping after EOS equals padding the block
+  with tokens both models emit with probability 1 after EOS; a block cut at
+  the length limit is a shorter block: both keep the output law exact.)
+* ``h_i = 0`` when ``r_i = 0``: ``r_i + 1 - w_i = sum_x max(q - w_i p, 0) >=
+  r_i``, so the ratio is ``0/0`` only when ``r_i = 0``; a position with an
+  empty residual is never stopped at.  (In that case ``w_i = 1`` and
+  ``q = p`` at ``X_<=i``, so ``w_{i+1} = 1`` and the next position stops
+  with probability 1 anyway: the choice cannot change the law.)
+* ``n = 0`` draws from the usual residual ``norm(max(p_0 - q_0, 0))``;
+  ``n = k`` draws the bonus token, dropped by the caller after an EOS draft
+  or at the length limit; an empty residual (reachable only by rounding)
+  falls back to ``p_n``, as in token verification.
+* lossy lenience is defined for token verification only: a lenience with
+  ``verification="block"`` is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -88,8 +122,9 @@ def speculative_step(
     *,
     lenience: Any = None,
     num_draft: Any = None,
+    verification: str = "token",
 ) -> SpeculativeStep:
-  r"""One speculative decoding step (Algorithm A.1, lines 4-12).
+  r"""One speculative decoding step (Algorithm A.1, lines 4-12, or block verification).
 
   For ``i = 0 .. gamma-1`` the drafted token ``x_i`` is accepted when
   ``u_i q_i(x_i) < f(p_i(x_i), eps)`` with ``u_i ~ U[0, 1)`` -- that is, with
@@ -99,6 +134,11 @@ def speculative_step(
   ``norm(max(0, p_n - q_n))``; after a fully accepted block it is drawn from
   ``p_n`` (the bonus token).  Lossless (``lenience=None``) the emitted tokens
   are distributed exactly as the target's (Leviathan et al., Thm 3.5).
+
+  With ``verification="block"`` the drafts are verified jointly (Sun et al.,
+  2025, Algorithm 2; see the module docstring for the rule and its
+  conventions): ``n`` is the last index whose stop test passes, and the token
+  after them comes from ``norm(max(w_n p_n - q_n, 0))`` or is the bonus token.
 
   Args:
     key: PRNG key.
@@ -110,10 +150,16 @@ def speculative_step(
       (section 4); must be static under ``jit``.
     num_draft: optional int in ``[0, gamma]`` (may be traced): only the first
       ``num_draft`` drafts are valid (drafting stopped at EOS or at the length
-      limit).  Defaults to ``gamma``.
+      limit).  Defaults to ``gamma``.  A concrete value outside
+      ``[0, gamma]`` is a ``ValueError``; a traced one (under ``jit``/``vmap``)
+      cannot raise, so the step returns the invalid marker instead:
+      ``num_accepted = -1`` and every token ``-1``.
+    verification: ``"token"`` (default) or ``"block"``; static.  Block
+      verification is lossless only: ``lenience`` must be ``None``.
 
   Returns:
-    :class:`SpeculativeStep` with the emitted tokens and ``num_accepted``.
+    :class:`SpeculativeStep` with the emitted tokens and ``num_accepted``
+    (``-1`` everywhere for a traced ``num_draft`` outside ``[0, gamma]``).
 
   Example:
     >>> q = jnp.array([[0.5, 0.5]])
@@ -125,6 +171,7 @@ def speculative_step(
   Reference: DistillSpec Algorithm A.1; Leviathan et al. (2023), Algorithm 1.
   """
   lenience = parse_lenience(lenience)
+  verification = v.check_verification(verification, lenience)
   draft_tokens = jnp.asarray(draft_tokens)
   if draft_tokens.ndim != 1 or draft_tokens.shape[0] < 1:
     raise ValueError(
@@ -166,7 +213,15 @@ def speculative_step(
   def draw_final(weights):
     return jax.random.categorical(key_final, _safe_log(weights))
 
-  return _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft)
+  if verification == "block":
+    n, weights = _block_outcome(u, draft_tokens, draft_probs, target_probs, num_draft)
+    step = _emitted(draft_tokens, n, draw_final(weights).astype(jnp.int32))
+  else:
+    step = _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft)
+  # A traced num_draft outside [0, gamma] cannot raise: mark the result invalid.
+  valid = (num_draft >= 0) & (num_draft <= gamma)
+  return SpeculativeStep(jnp.where(valid, step.tokens, -1),
+                         jnp.where(valid, step.num_accepted, -1).astype(jnp.int32))
 
 
 def _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft):
@@ -196,6 +251,129 @@ def _first_rejection(u, q_tok, p_tok, lenience, num_draft):
   any_rejected = jnp.any(rejected)
   n = jnp.where(any_rejected, jnp.argmax(rejected), num_draft).astype(jnp.int32)
   return any_rejected, n
+
+
+def block_weights(p_tok: Any, q_tok: Any) -> Array:
+  r"""Block verification's running weights (Sun et al., 2025, Algorithm 2, line 3).
+
+  .. math:: w_0 = 1, \qquad w_i = \min\Big(w_{i-1} \frac{p_i(X_i)}{q_i(X_i)}, 1\Big)
+
+  where ``p_i(X_i)``, ``q_i(X_i)`` are the target's and the draft's
+  probabilities of the ``i``-th drafted token given the drafts before it.  A
+  draft with ``q_i(X_i) = 0`` (never drawn) gets ratio 0.
+
+  Args:
+    p_tok: ``[..., k]`` target probabilities of the drafted tokens.
+    q_tok: ``[..., k]`` draft probabilities of the drafted tokens.
+
+  Returns:
+    ``[..., k + 1]`` weights ``w_0 .. w_k`` in ``[0, 1]``.
+
+  Example:
+    >>> [round(float(w), 4) for w in block_weights(jnp.array([0.5, 0.9]), jnp.array([1.0, 0.3]))]
+    [1.0, 0.5, 1.0]
+  """
+  p_tok = jnp.asarray(p_tok)
+  q_tok = jnp.asarray(q_tok)
+  if p_tok.shape != q_tok.shape or p_tok.ndim < 1:
+    raise ValueError(f"p_tok and q_tok must have the same shape [..., k]; got {p_tok.shape}"
+                     f" and {q_tok.shape}")
+  positive = q_tok > 0
+  # Guarded division: an undrafted (q = 0) position must not produce NaN.
+  ratio = jnp.where(positive, p_tok / jnp.where(positive, q_tok, 1.0), 0.0)
+  weights = [jnp.ones(ratio.shape[:-1], ratio.dtype)]
+  for i in range(ratio.shape[-1]):
+    weights.append(jnp.minimum(weights[-1] * ratio[..., i], 1.0))
+  return jnp.stack(weights, axis=-1)
+
+
+def block_stop_probs(weights: Any, residual_mass: Any, num_draft: Any = None) -> Array:
+  r"""Block verification's stop probabilities ``h_1 .. h_k`` (Sun et al., 2025, Algorithm 2).
+
+  .. math:: h_i = \frac{r_i}{r_i + 1 - w_i} \ (i < k), \qquad h_k = w_k, \qquad
+            r_i = \sum_x \max(w_i p(x | X_{\le i}) - q(x | X_{\le i}), 0)
+
+  with ``h_i = 0`` when ``r_i = 0`` (the denominator equals
+  ``sum_x max(q - w_i p, 0) >= r_i``, so ``0/0`` is the only degenerate case;
+  see the module docstring).  With ``num_draft = k' < k`` the block is the
+  first ``k'`` drafts: ``h_{k'} = w_{k'}`` and ``h_i = 0`` for ``i > k'``.
+
+  Args:
+    weights: ``[..., k + 1]`` from :func:`block_weights`.
+    residual_mass: ``[..., k]`` masses ``r_0 .. r_{k-1}`` (``r_0`` is not used:
+      there is no ``h_0``; it is taken so that indices line up).
+    num_draft: optional int (may be traced) in ``[0, k]``; default ``k``.
+
+  Returns:
+    ``[..., k]`` probabilities ``h_1 .. h_k``.
+
+  Example:
+    >>> w = jnp.array([1.0, 0.5, 0.25])
+    >>> [round(float(h), 4) for h in block_stop_probs(w, jnp.array([0.2, 0.3]))]
+    [0.375, 0.25]
+  """
+  weights = jnp.asarray(weights)
+  residual_mass = jnp.asarray(residual_mass)
+  k = residual_mass.shape[-1]
+  if weights.shape[-1] != k + 1 or weights.shape[:-1] != residual_mass.shape[:-1]:
+    raise ValueError(f"weights must have shape [..., k + 1] and residual_mass [..., k]; got"
+                     f" {weights.shape} and {residual_mass.shape}")
+  w = weights[..., 1:]
+  r = jnp.concatenate([residual_mass[..., 1:], jnp.zeros_like(residual_mass[..., :1])], axis=-1)
+  positive = r > 0
+  # r > 0 implies r + 1 - w >= r > 0: the guarded ratio is in (0, 1].
+  stop = jnp.where(positive, r / jnp.where(positive, r + 1.0 - w, 1.0), 0.0)
+  idx = jnp.arange(1, k + 1)
+  nd = k if num_draft is None else num_draft
+  nd = jnp.expand_dims(jnp.asarray(nd), -1)
+  return jnp.where(idx < nd, stop, jnp.where(idx == nd, w, 0.0))
+
+
+def block_accept_law(stop_probs: Any) -> Array:
+  r"""Law of the number ``n`` of accepted drafts: ``P(n = i) = h_i \prod_{j > i} (1 - h_j)``.
+
+  ``n = max{i : eta_i <= h_i}`` with independent uniforms ``eta_i`` (0 if no
+  index passes), so ``n = i`` iff test ``i`` passes and every later one fails
+  (``h_0 = 1``).
+
+  Args:
+    stop_probs: ``[..., k]`` from :func:`block_stop_probs`.
+
+  Returns:
+    ``[..., k + 1]``: ``P(n = 0) .. P(n = k)``.
+
+  Example:
+    >>> [round(float(x), 4) for x in block_accept_law(jnp.array([0.5, 0.25]))]
+    [0.375, 0.375, 0.25]
+  """
+  h = jnp.asarray(stop_probs)
+  h = jnp.concatenate([jnp.ones_like(h[..., :1]), h], axis=-1)
+  # after[i] = prod_{j > i} (1 - h_j): reversed exclusive cumulative product.
+  fail = jnp.concatenate([1.0 - h[..., 1:], jnp.ones_like(h[..., :1])], axis=-1)
+  after = jnp.flip(jnp.cumprod(jnp.flip(fail, -1), axis=-1), -1)
+  return h * after
+
+
+def _block_outcome(u, draft_tokens, draft_probs, target_probs, num_draft):
+  """``(n, weights)``: block verification's accepted count and the final token's weights.
+
+  ``u`` [gamma] are the stop-test uniforms; the weights are the residual
+  ``max(w_n p_n - q_n, 0)`` when ``n < num_draft`` (``p_n`` if that is empty),
+  else the bonus row ``p_n``.
+  """
+  gamma = draft_tokens.shape[0]
+  q_tok = jnp.take_along_axis(draft_probs, draft_tokens[:, None], axis=-1)[:, 0]
+  p_tok = jnp.take_along_axis(target_probs[:gamma], draft_tokens[:, None], axis=-1)[:, 0]
+  w = block_weights(p_tok, q_tok)
+  residuals = jnp.maximum(w[:gamma, None] * target_probs[:gamma] - draft_probs, 0.0)
+  h = block_stop_probs(w, jnp.sum(residuals, axis=-1), num_draft)
+  passed = u < h
+  # n = the last passing index (1-based), 0 if none passes.
+  n = jnp.where(jnp.any(passed), gamma - jnp.argmax(passed[::-1]), 0).astype(jnp.int32)
+  excess = residuals[jnp.minimum(n, gamma - 1)]
+  p_n = target_probs[n]
+  use_residual = (n < num_draft) & (jnp.sum(excess) > 0)
+  return n, jnp.where(use_residual, excess, p_n)
 
 
 def _emitted(draft_tokens, n, final) -> SpeculativeStep:
@@ -252,6 +430,7 @@ def simulate_markov(
     *,
     key: Array,
     num_samples: int,
+    verification: str = "token",
 ) -> SimulationResult:
   """Samples complete speculative decodes of Markov LM ``p`` with draft ``q``.
 
@@ -266,9 +445,13 @@ def simulate_markov(
     q: draft :class:`dspec_theory.markov.MarkovLM` (same vocabulary and EOS).
     max_len: maximum output length ``T >= 1``.
     gamma: block size ``>= 1``.
-    lenience: ``None`` or a lenience spec (lossy SD).
+    lenience: ``None`` or a lenience spec (lossy SD; token verification only).
     key: PRNG key.
     num_samples: number of independent decodes.
+    verification: ``"token"`` (Algorithm A.1) or ``"block"`` (Sun et al.,
+      2025; conventions in the module docstring).  Block verification
+      computes ``gamma`` residual masses per block: ``O(gamma V)`` per lane
+      and block instead of ``O(gamma log V)``.
 
   Returns:
     :class:`SimulationResult`; its means estimate the exact
@@ -291,7 +474,7 @@ def simulate_markov(
   children = jnp.tile(jnp.arange(vocab, dtype=jnp.int32), (vocab + 1, 1))
   return simulate_finite_state(
       p_rows, q_rows, children, vocab, p.eos, max_len, gamma, lenience,
-      key=key, num_samples=num_samples,
+      key=key, num_samples=num_samples, verification=verification,
   )
 
 
@@ -307,6 +490,7 @@ def simulate_finite_state(
     *,
     key: Array,
     num_samples: int,
+    verification: str = "token",
 ) -> SimulationResult:
   """:func:`simulate_markov` for any finite-state LM pair sharing a context graph.
 
@@ -322,7 +506,8 @@ def simulate_finite_state(
     children: int ``[C, V]`` next context after each token.
     root: the start context.
     eos: EOS token id.
-    max_len, gamma, lenience, key, num_samples: as :func:`simulate_markov`.
+    max_len, gamma, lenience, key, num_samples, verification: as
+      :func:`simulate_markov`.
 
   Returns:
     :class:`SimulationResult`.
@@ -330,6 +515,7 @@ def simulate_finite_state(
   max_len = v.check_max_len(max_len)
   gamma = v.check_gamma(gamma)
   lenience = parse_lenience(lenience)
+  verification = v.check_verification(verification, lenience)
   num_samples = v.check_positive_int("num_samples", num_samples)
   p_rows = v.check_probabilities("p_rows", p_rows)
   q_rows = v.check_probabilities("q_rows", q_rows)
@@ -350,7 +536,7 @@ def simulate_finite_state(
   keys = jax.random.split(key, num_samples)
   return _simulate(
       keys, p_rows.astype(dtype), q_rows.astype(dtype), children, root, eos,
-      max_len, gamma, lenience,
+      max_len, gamma, lenience, verification,
   )
 
 
@@ -382,8 +568,9 @@ def _row_inverse_cdf(cdf: Array, last: Array, row: Array, u: Array) -> Array:
   return jnp.minimum(lo, last[row]).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
-def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenience):
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9))
+def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenience,
+              verification):
   # Everything a block needs depends only on contexts, so the distributions the
   # sampler draws from are precomputed once per context: the draft rows, the
   # target rows (bonus token) and the residuals max(0, p - q) (resampling),
@@ -427,13 +614,20 @@ def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenienc
       # context: the first rejection at n resamples from norm(max(0, p - q)) of
       # context n (from p when that residual is empty); no rejection draws the
       # bonus token from p.
-      any_rejected, num_accepted = _first_rejection(
-          uniforms[gamma: 2 * gamma], q_rows[ctxs, toks], p_rows[ctxs, toks], lenience,
-          num_draft)
-      final_ctx = all_ctx[num_accepted]
-      use_residual = any_rejected & has_residual[final_ctx]
-      final_row = jnp.where(use_residual, final_ctx, num_ctx + final_ctx)
-      final = _row_inverse_cdf(final_cdf, final_last, final_row, uniforms[-1])
+      if verification == "block":
+        # Block verification: the residual rows depend on the weights w_n of
+        # the drafted block, so they are formed per lane (O(gamma V)).
+        num_accepted, weights = _block_outcome(
+            uniforms[gamma: 2 * gamma], toks, q_rows[ctxs], p_rows[all_ctx], num_draft)
+        final = _inverse_cdf(uniforms[-1], weights)
+      else:
+        any_rejected, num_accepted = _first_rejection(
+            uniforms[gamma: 2 * gamma], q_rows[ctxs, toks], p_rows[ctxs, toks], lenience,
+            num_draft)
+        final_ctx = all_ctx[num_accepted]
+        use_residual = any_rejected & has_residual[final_ctx]
+        final_row = jnp.where(use_residual, final_ctx, num_ctx + final_ctx)
+        final = _row_inverse_cdf(final_cdf, final_last, final_row, uniforms[-1])
       step = _emitted(toks, num_accepted, final)
       idx = jnp.arange(gamma + 1)
       emitted = step.num_accepted + 1

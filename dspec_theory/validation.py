@@ -288,6 +288,23 @@ def check_token(name: str, value: Any, vocab_size: int) -> int:
   return int(value)
 
 
+VERIFICATIONS = ("token", "block")
+
+
+def check_verification(verification: Any, lenience: Any = None) -> str:
+  """The verification rule: ``"token"`` (Algorithm A.1) or ``"block"`` (Sun et al., 2025).
+
+  Lossy lenience is defined for token verification only, so a lenience with
+  ``verification="block"`` is an error.
+  """
+  if not isinstance(verification, str) or verification not in VERIFICATIONS:
+    raise ValueError(f"verification must be 'token' or 'block'; got {verification!r}")
+  if verification == "block" and lenience is not None:
+    raise ValueError(f"lenience is defined for verification='token' only (block verification is"
+                     f" lossless); got lenience={lenience!r} with verification='block'")
+  return verification
+
+
 def check_temperature(value: Any, name: str = "temperature") -> float:
   """Sampling temperature: a finite number ``>= 0`` (0 = greedy); returns it as float."""
   if isinstance(value, bool):
