@@ -181,6 +181,8 @@ def run_markov(args) -> int:
   gammas = parse_gammas(args.gamma)
   if args.max_len < 1:
     raise ValueError(f"--max-len must be >= 1; got {args.max_len}")
+  if args.mc < 0:
+    raise ValueError(f"--mc must be >= 0 (Monte Carlo decodes; 0 skips); got {args.mc}")
   if args.save:   # checked before computing
     from dspec_models.training.rundir import require_writable_file
 

@@ -56,7 +56,8 @@ def _dist(fn: NextTokenFn, prefix: tuple, vocab_size: int, name: str) -> list:
         f"{name}({prefix}) returned {len(row)} probabilities; expected vocab_size={vocab_size}"
     )
   total = sum(row)
-  if any(x < 0 for x in row) or abs(float(total) - 1.0) > 1e-9:
+  # written so that NaN fails every comparison: this is the independent reference
+  if not all(x >= 0 for x in row) or not abs(float(total) - 1.0) <= 1e-9:
     raise ValueError(f"{name}({prefix}) is not a distribution: {row}")
   return row
 

@@ -87,7 +87,10 @@ def probs_from_logits(logits: Any, temperature: Any) -> Array:
 
   Args:
     logits: ``[..., V]`` unnormalised log-probabilities.
-    temperature: ``T >= 0``; ``0`` gives the one-hot of the argmax (greedy).
+    temperature: ``T >= 0``; ``0`` gives the one-hot of the argmax (greedy), as does
+      a ``T`` below the smallest normal number of the logits' dtype (the limit
+      ``T -> 0``).  Under ``jit``/``vmap`` a NaN, infinite or negative ``T``
+      gives NaN probabilities.
 
   Returns:
     ``[..., V]`` probabilities.
@@ -101,12 +104,21 @@ def probs_from_logits(logits: Any, temperature: Any) -> Array:
     t = float(temperature)
     if not np.isfinite(t) or t < 0:
       raise ValueError(f"temperature must be finite and >= 0; got {temperature!r}")
-    if t == 0.0:
+    if t < float(jnp.finfo(logits.dtype).tiny):   # 0, or a T the dtype cannot divide by
       return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype)
-    return jax.nn.softmax(logits / t, axis=-1)
+    # shift by the row maximum before dividing: a tiny T (1e-45) must not overflow to inf - inf
+    return jax.nn.softmax(_shifted(logits) / t, axis=-1)
   greedy = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=logits.dtype)
-  safe_t = jnp.where(temperature > 0, temperature, 1.0)
-  return jnp.where(temperature > 0, jax.nn.softmax(logits / safe_t, axis=-1), greedy)
+  sampled = temperature >= jnp.finfo(logits.dtype).tiny
+  safe_t = jnp.where(sampled, temperature, 1.0)
+  out = jnp.where(sampled, jax.nn.softmax(_shifted(logits) / safe_t, axis=-1), greedy)
+  # under tracing a NaN, infinite or negative temperature gives NaN (never a finite answer)
+  return v.nan_unless(v.traced_in_range(temperature, 0.0, jnp.inf, open_high=True), out)
+
+
+def _shifted(logits: Array) -> Array:
+  """``logits - max``: entries <= 0, the maximum at 0 (logits have a finite entry)."""
+  return logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
 
 
 def _safe_log(x: Array) -> Array:

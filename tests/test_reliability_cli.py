@@ -172,3 +172,55 @@ def test_check_sampler_on_broken_samplers(case, tmp_path, monkeypatch, capsys):
   assert main(["check-sampler", f"{name}:step", "--gammas", "1", "--samples", "50"]) == code
   line = _one_line(capsys)
   assert says in line, line
+
+
+# --- messages that name the right thing -------------------------------------------------
+
+def _fake_distill_summary(run: Path) -> None:
+  import json
+
+  run.mkdir()
+  rec = {"step": 0, "sd": {"T1_g3": {"temperature": 1.0, "gamma": 3}}}
+  (run / "summary.json").write_text(json.dumps(
+      {"kind": "distill", "recipe": {"name": "gkd", "divergence": "fkl"}, "steps": 4,
+       "before": rec, "after": dict(rec, step=4), "trajectory": []}))
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["theory", "markov", "--vocab", "4", "--max-len", "3", "--gamma", "1", "--strength", "inf"],
+     "strength must be a finite number >= 0"),
+    (["theory", "markov", "--vocab", "4", "--max-len", "3", "--gamma", "1", "--mc", "-5"],
+     "--mc must be >= 0"),
+    (["distill-summary", "RUN", "--remeasure", "-1"], "--remeasure must be >= 0"),
+    (["distill-summary", "RUN", "--temperature", "0.7"], "--temperature 0.7: these runs measured"),
+    (["sd", "--target", "FILE", "--draft", "FILE"], "--target: "),
+    (["train", "--warmup-steps", "50", "--steps", "2", "--no-progress", "--out", "OUT"],
+     "warmup_steps (50) must be <= cooldown_end (2"),
+])
+def test_messages_name_the_right_thing(argv, says, tmp_path, a_file, capsys):
+  run = tmp_path / "kd"
+  _fake_distill_summary(run)
+  argv = [str(run) if a == "RUN" else str(a_file) if a == "FILE" else
+          str(tmp_path / "out") if a == "OUT" else a for a in argv]
+  assert main(argv) == 2
+  line = _one_line(capsys)
+  assert says in line, line
+
+
+def test_distill_summary_of_a_measured_temperature_still_works(tmp_path, capsys):
+  run = tmp_path / "kd"
+  _fake_distill_summary(run)
+  assert main(["distill-summary", str(run), "--temperature", "1", "--out",
+               str(tmp_path / "s.json")]) == 0
+  assert "SD at T=1" in capsys.readouterr().out
+
+
+def test_sd_report_follows_the_umask(tmp_path):
+  from dspec_models.measure.report import write_report
+
+  old = os.umask(0o022)
+  try:
+    write_report(tmp_path / "sd_measure.json", {"x": 1})
+  finally:
+    os.umask(old)
+  assert (tmp_path / "sd_measure.json").stat().st_mode & 0o777 == 0o644

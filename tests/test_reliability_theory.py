@@ -168,3 +168,46 @@ def test_block_argument_refusals():
   assert float(block.alpha_from_tau(1.0, 3)) == pytest.approx(0.0, abs=1e-6)
   best = jax.jit(lambda a: block.best_gamma(a, 0.1, max_gamma=8))(jnp.float32(1.5))
   assert int(best.gamma) == -1 and np.isnan(float(best.speedup))
+
+
+def test_markov_lm_accepts_low_precision_tables_and_keeps_the_exact_numbers():
+  from dspec_theory import markov as mk
+
+  with jax.enable_x64(True):
+    p = mk.random_markov_lm(jax.random.key(0), 64, 1, mean_length=8.0)
+    q = mk.perturbed_markov_lm(jax.random.key(1), p, 0.5)
+    exact = mk.sequence_stats(p, q, max_len=16)
+    p32 = mk.markov_lm(np.asarray(p.init, np.float32), np.asarray(p.trans, np.float32), 1)
+    assert p32.trans.dtype == jnp.float64
+    assert float(jnp.abs(p32.trans.sum(-1) - 1).max()) < 1e-12
+    near = mk.sequence_stats(p32, q, max_len=16)
+    # float32 rounding of the table (relative 6e-8 per entry) moves alpha by far less than 1e-5
+    assert abs(float(near.alpha) - float(exact.alpha)) < 1e-5
+    with pytest.raises(ValueError, match=r"init rows must sum to 1.*float32"):
+      mk.markov_lm(np.float32([0.5, 0.6]), np.float32([[1, 0], [0, 1]]), 0)
+    with pytest.raises(ValueError, match="strength must be a finite number"):
+      mk.perturbed_markov_lm(jax.random.key(1), p, float("inf"))
+
+
+def test_ancestral_distribution_refuses_nan():
+  from dspec_theory.enumeration import ancestral_distribution
+
+  with pytest.raises(ValueError, match="is not a distribution"):
+    ancestral_distribution(lambda prefix: [0.5, float("nan")], 2, eos=0, max_len=2)
+  with pytest.raises(ValueError, match="is not a distribution"):
+    ancestral_distribution(lambda prefix: [float("nan"), float("nan")], 2, eos=0, max_len=2)
+
+
+def test_probs_from_logits_tiny_and_bad_temperatures():
+  from dspec_theory.sampler import probs_from_logits
+
+  logits = jnp.asarray([0.0, 1.0, -jnp.inf, 0.5])
+  for t in (1e-45, 1e-30, 1e-38):
+    np.testing.assert_array_equal(np.asarray(probs_from_logits(logits, t)), [0, 1, 0, 0])
+    np.testing.assert_array_equal(np.asarray(jax.jit(probs_from_logits)(logits, t)), [0, 1, 0, 0])
+  # a small but normal T is a sharp, finite softmax
+  assert np.all(np.isfinite(np.asarray(probs_from_logits(logits, 1e-3))))
+  for t in (float("nan"), -1.0, float("inf")):
+    with pytest.raises(ValueError, match="temperature"):
+      probs_from_logits(logits, t)
+    assert np.all(np.isnan(np.asarray(jax.jit(probs_from_logits)(logits, t))))

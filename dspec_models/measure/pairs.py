@@ -44,6 +44,8 @@ def _read(role: str, run_dir: Any) -> dict:
   if run_dir is None or str(run_dir) == "":
     raise ValueError(f"{role} run directory is required (--{role} RUN_DIR from dspec train)")
   path = Path(run_dir)
+  if path.exists() and not path.is_dir():
+    raise ValueError(f"--{role}: {str(path)!r} is a file, not a run directory")
   if not path.is_dir():
     raise ValueError(f"{role} run directory {str(path)!r} does not exist")
   try:

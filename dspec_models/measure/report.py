@@ -67,6 +67,9 @@ def write_report(path: Path | str, report: dict) -> None:
   try:
     with os.fdopen(fd, "w") as f:
       f.write(text + "\n")
+    from dspec_models.data.storage import file_mode
+
+    os.chmod(tmp, file_mode())   # mkstemp makes 0600; records follow the umask
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
