@@ -48,8 +48,12 @@ def add_parser(subparsers) -> None:
   p = subparsers.add_parser(
       "distill", help="DistillSpec: distil the draft towards the target (Algorithm A.2)",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--teacher", required=True, help="run directory of the trained target (dspec train)")
-  p.add_argument("--student", required=True, help="run directory of the trained draft (initial student)")
+  p.add_argument("--teacher", required=True,
+                 help="run directory of the trained target (dspec train), or a pretrained "
+                      "checkpoint (smollm2-135m, .gguf, Hugging Face folder)")
+  p.add_argument("--student", required=True,
+                 help="run directory of the trained draft (initial student), or a pretrained "
+                      "checkpoint with the teacher's tokenizer")
   p.add_argument("--out", required=True, help="run directory of the distillation run")
   p.add_argument("--algo", default="gkd",
                  help="supervised_kd, seqkd, imitkd, fdistill, gkd or custom (default gkd)")
@@ -82,6 +86,11 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
   import dataclasses
 
+  from dspec_models.pretrained import is_pretrained_path
+
+  if is_pretrained_path(args.teacher) or is_pretrained_path(args.student):
+    from dspec_models.pretrained.distill import run_from_cli   # checkpoints with a tokenizer
+    return run_from_cli(args)
   from dspec_cli._options import options_from_args
   from dspec_cli.main import run_dir_overrides
   from dspec_models.distill.train import train_distill

@@ -54,3 +54,29 @@ def test_sd_measures_a_pretrained_pair_end_to_end(tmp_path, capsys):
   assert settings["task"] == "dspec_lm_ptb" and settings["vocab"]["kind"] == "pretrained"
   assert settings["target"]["pretrained"] == str(tmp_path / "t")
   assert os.path.isfile(out / "sd_measure.json")
+
+
+def test_distill_pretrained_pair_runs_and_resumes(tmp_path):
+  import numpy as np
+
+  from dspec_models.pretrained.distill import distill_pretrained
+
+  _write_folder(str(tmp_path / "t"), "llama", seed=0)
+  _write_folder(str(tmp_path / "d"), "llama", seed=1)
+  kw = dict(algo="custom", divergence="jsd:0.5", lambda1=0.5, lambda2=1.0, task="dspec_lm_ptb",
+            batch_size=2, max_new_tokens=6, num_prompts=8, save_every=2, progress=False)
+  out = tmp_path / "run"
+  distill_pretrained(str(tmp_path / "t"), str(tmp_path / "d"), out, steps=3, **kw)
+  log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
+  assert {r["source"] for r in log} <= {"fixed", "student"}
+  distill_pretrained(str(tmp_path / "t"), str(tmp_path / "d"), out, steps=4, **kw)  # resumes
+  log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in log] == [1, 2, 3, 4]
+  _, before, _ = load_pretrained(str(tmp_path / "d"))
+  _, after, _ = load_pretrained(str(out / "draft"))
+  assert not np.array_equal(np.asarray(before["layer_0"]["mlp"]["up"]["kernel"]),
+                            np.asarray(after["layer_0"]["mlp"]["up"]["kernel"]))
+  with pytest.raises(ValueError, match="other settings"):
+    distill_pretrained(str(tmp_path / "t"), str(tmp_path / "d"), out, steps=4,
+                       **{**kw, "batch_size": 3})

@@ -1,0 +1,164 @@
+"""DistillSpec (Algorithm A.2) with a pretrained teacher and student (``dspec distill``).
+
+The teacher and the student are checkpoints with one tokenizer
+(:func:`dspec_models.pretrained.measure.resolve_pair`); the data are the
+task's training prompts in the teacher's chat template
+(:func:`~dspec_models.pretrained.measure.instruction_prompts`), cycled in
+split order.  Each step draws its data source with the recipe's
+``(lambda1, lambda2)`` exactly as the run-directory path does
+(:func:`dspec_models.distill.data_mix.step_source`): the reference output
+(fixed data: the task's target text followed by EOS), a sample of the student,
+or a sample of the teacher (``T = 1``, :func:`dspec_models.distill.sampling.sample_outputs`),
+then one update of Eq. (2) with the same jitted program as ``dspec distill``
+(:func:`dspec_models.distill.train.distill_programs`: teacher forward,
+student forward/backward, Adafactor).
+
+Output ``out/``: ``draft/`` (the distilled student, Hugging Face layout,
+written every ``save_every`` steps and at the end), ``progress.json`` (step,
+recipe, settings) and ``log.jsonl`` (loss, token TVD, source per step).
+Re-running with the same arguments resumes from ``draft/`` at the recorded
+step (the optimizer's second-moment state restarts).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from dspec_models.pretrained import export_pretrained, load_pretrained
+from dspec_models.pretrained.measure import DEFAULT_TASK, instruction_prompts, resolve_pair
+
+
+def _references(task: str, split: str, prompts_count: int, tokenizer, config, max_len: int,
+                max_input_len: int) -> list:
+  """Reference outputs (target text + EOS) of the same examples as ``instruction_prompts``."""
+  from dspec_models.data import task_spec
+  from dspec_models.pretrained.measure import _INSTRUCTIONS, render_chat
+  from dspec_models.pretrained.tokenizer import encode
+
+  out = []
+  for example in task_spec(task).examples(split):
+    if task in _INSTRUCTIONS:
+      ids = encode(tokenizer, render_chat(tokenizer, _INSTRUCTIONS[task].format(example["inputs"])))
+      if ids and ids[0] == config.bos_id:
+        ids = ids[1:]
+      if not 0 < len(ids) <= max_input_len:
+        continue
+    out.append((encode(tokenizer, example["targets"]) + [config.eos_id])[:max_len])
+    if len(out) == prompts_count:
+      break
+  return out
+
+
+def distill_pretrained(teacher: str, student: str, out_dir: str | Path, *, algo: str = "gkd",
+                       divergence: Optional[str] = None, lambda1: Optional[float] = None,
+                       lambda2: Optional[float] = None, task: Optional[str] = None,
+                       steps: int = 100, batch_size: int = 8, learning_rate: float = 3e-4,
+                       max_new_tokens: int = 64, max_input_len: int = 192,
+                       num_prompts: int = 2048, save_every: int = 25, seed: int = 0,
+                       progress: bool = True) -> dict:
+  """Distils ``student`` towards ``teacher``; returns the run's summary (module doc).
+
+  Raises:
+    ValueError: naming the argument (checkpoints, tokenizer mismatch, recipe, sizes).
+  """
+  import jax
+  import jax.numpy as jnp
+
+  from dspec_models.distill.data_mix import FIXED, STUDENT, step_source
+  from dspec_models.distill.recipes import make_recipe
+  from dspec_models.distill.sampling import length_mask, sample_outputs
+  from dspec_models.distill.train import distill_programs
+  from dspec_models.training.step import init_optimizer
+
+  for name, value in (("steps", steps), ("batch_size", batch_size), ("save_every", save_every),
+                      ("max_new_tokens", max_new_tokens), ("max_input_len", max_input_len)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+  if not learning_rate > 0:
+    raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
+  recipe = make_recipe(algo, divergence=divergence, lambda1=lambda1, lambda2=lambda2)
+  task = task or DEFAULT_TASK
+  out = Path(out_dir)
+  settings = {"teacher": str(teacher), "student": str(student), "task": task,
+              "recipe": recipe.describe(), "batch_size": batch_size,
+              "learning_rate": learning_rate, "max_new_tokens": max_new_tokens,
+              "max_input_len": max_input_len, "seed": seed}
+  (t_cfg, t_params), (s_cfg, s_params), tok, _ = resolve_pair(teacher, student)
+  start = 0
+  progress_path = out / "progress.json"
+  if progress_path.is_file():
+    recorded = json.loads(progress_path.read_text())
+    if recorded["settings"] != settings:
+      raise ValueError(f"out_dir {str(out)!r} holds a run with other settings; use another --out")
+    start = int(recorded["step"])
+    s_cfg, s_params, _ = load_pretrained(str(out / "draft"))
+  out.mkdir(parents=True, exist_ok=True)
+  prompts = instruction_prompts(task, "train", num_prompts, t_cfg, tok,
+                                max_input_len=max_input_len)
+  refs = _references(task, "train", prompts.shape[0], tok, t_cfg, max_new_tokens, max_input_len)
+  optimizer, update = distill_programs(s_cfg, t_cfg, recipe.divergence, recipe.teacher_targets,
+                                       True, None)
+  opt_state = init_optimizer(optimizer, s_params)
+  rng = jax.random.PRNGKey(seed)
+
+  def save(step):
+    tmp = out / "draft.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    export_pretrained(str(tmp), s_cfg, s_params, tok)
+    shutil.rmtree(out / "draft", ignore_errors=True)
+    tmp.rename(out / "draft")
+    progress_path.write_text(json.dumps({"step": step, "settings": settings}, indent=2) + "\n")
+
+  if start == 0:
+    save(0)
+  n = prompts.shape[0]
+  with open(out / "log.jsonl", "a") as log:
+    for step in range(start, steps):
+      rows = [(step * batch_size + i) % n for i in range(batch_size)]
+      inputs = jnp.asarray(prompts[rows])
+      source, key = step_source(rng, step, recipe.lambda1, recipe.lambda2)
+      t0 = time.perf_counter()
+      if source == FIXED:
+        targets = np.full((batch_size, max_new_tokens), t_cfg.pad_id, np.int32)
+        lengths = np.zeros(batch_size, np.int32)
+        for i, r in enumerate(rows):
+          targets[i, :len(refs[r])] = refs[r]
+          lengths[i] = len(refs[r])
+        targets, lengths = jnp.asarray(targets), jnp.asarray(lengths)
+      else:
+        cfg, params = (s_cfg, s_params) if source == STUDENT else (t_cfg, t_params)
+        targets, lengths = sample_outputs(cfg, params, inputs, key, max_new_tokens, 1.0)
+      batch = {"inputs": inputs, "targets": targets, "mask": length_mask(lengths, max_new_tokens)}
+      s_params, opt_state, metrics = update(s_params, opt_state, batch, learning_rate, t_params)
+      record = {"step": step + 1, "source": source, "seconds": time.perf_counter() - t0,
+                **{k: float(v) for k, v in metrics.items()}}
+      log.write(json.dumps(record) + "\n")
+      log.flush()
+      if progress:
+        print(f"step {step + 1}/{steps} {source:7s} loss {record['loss']:.4f} "
+              f"tvd {record.get('batch_token_tvd', float('nan')):.4f} "
+              f"({record['seconds']:.1f} s)", flush=True)
+      if (step + 1) % save_every == 0 or step + 1 == steps:
+        save(step + 1)
+  return {"out_dir": str(out), "draft": str(out / "draft"), "steps": steps, **settings}
+
+
+def run_from_cli(args: Any) -> int:
+  """``dspec distill --teacher CHECKPOINT --student CHECKPOINT --out DIR`` (flags by name)."""
+  get = lambda name, default: getattr(args, name, None) if getattr(args, name, None) is not None \
+      else default
+  summary = distill_pretrained(
+      args.teacher, args.student, args.out, algo=get("algo", "gkd"),
+      divergence=get("divergence", None), lambda1=get("lambda1", None),
+      lambda2=get("lambda2", None), task=get("task", None), steps=int(get("steps", 100)),
+      batch_size=int(get("batch_size", 8)), learning_rate=float(get("learning_rate", 3e-4)),
+      seed=int(get("seed", 0)),
+      progress=bool(getattr(args, "progress", True)) and not getattr(args, "no_progress", False))
+  print(json.dumps(summary, indent=2))
+  return 0
