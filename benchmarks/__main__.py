@@ -7,9 +7,11 @@
    tiny models; the output says which).
 3. :mod:`benchmarks.bench_distill`: GKD step time / supervised step time, and
    student-sampling tokens/s.
+4. :mod:`benchmarks.bench_objectives`: loss+gradient time of each distillation
+   objective relative to FKL on the same batch.
 """
 
-from benchmarks import bench_distill, bench_sd_engine, bench_theory
+from benchmarks import bench_distill, bench_objectives, bench_sd_engine, bench_theory
 
 if __name__ == "__main__":
   bench_theory.main([])
@@ -17,3 +19,5 @@ if __name__ == "__main__":
   bench_sd_engine.main([])
   print()
   bench_distill.main([])
+  print()
+  bench_objectives.main([])
