@@ -22,8 +22,13 @@ def _parse(check: str | None):
   return str
 
 
-def add_option_flags(parser: argparse.ArgumentParser, cls: type, *, skip: tuple = (),
-                     help_overrides: dict | None = None) -> None:
+def add_option_flags(
+  parser: argparse.ArgumentParser,
+  cls: type,
+  *,
+  skip: tuple = (),
+  help_overrides: dict | None = None,
+) -> None:
   """Adds one flag per CLI field of dataclass ``cls`` (see module doc)."""
   for f in dataclasses.fields(cls):
     meta = f.metadata
@@ -33,13 +38,23 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type, *, skip: tuple 
     flag = meta.get("flag") or "--" + f.name.replace("_", "-")
     if meta.get("check") == "bool":
       # A negating flag: given, it sets the field to the opposite of its default.
-      parser.add_argument(flag, dest=f.name, action="store_const", const=not f.default,
-                          default=None,
-                          help=f"{'no ' if f.default else ''}{text}")
+      parser.add_argument(
+        flag,
+        dest=f.name,
+        action="store_const",
+        const=not f.default,
+        default=None,
+        help=f"{'no ' if f.default else ''}{text}",
+      )
       continue
     shown = "" if f.default is None or "default" in text else f" (default {f.default})"
-    parser.add_argument(flag, dest=f.name, type=meta.get("parse") or _parse(meta.get("check")),
-                        default=None, help=text + shown)
+    parser.add_argument(
+      flag,
+      dest=f.name,
+      type=meta.get("parse") or _parse(meta.get("check")),
+      default=None,
+      help=text + shown,
+    )
 
 
 def options_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:

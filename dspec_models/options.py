@@ -26,9 +26,15 @@ PAPER_TEMPERATURES = (0.0, 1.0)
 _MISSING = dataclasses.MISSING
 
 
-def option(help: str, default: Any = _MISSING, *, check: Optional[str] = None,
-           parse: Optional[Callable[[str], Any]] = None, flag: Optional[str] = None,
-           cli: bool = True) -> Any:
+def option(
+  help: str,
+  default: Any = _MISSING,
+  *,
+  check: Optional[str] = None,
+  parse: Optional[Callable[[str], Any]] = None,
+  flag: Optional[str] = None,
+  cli: bool = True,
+) -> Any:
   """A dataclass field with its help text, check and command-line flag.
 
   Args:
@@ -88,38 +94,57 @@ class TrainOptions:
 
   run_dir: str = option("run directory", cli=False)
   steps: int = option("optimizer steps", 300, check="int>=1")
-  batch_size: int = option("global batch size (Table C.1); must be divisible by the number of "
-                           "devices", 32, check="int>=1")
+  batch_size: int = option(
+    "global batch size (Table C.1); must be divisible by the number of devices", 32, check="int>=1"
+  )
   learning_rate: float = option("peak learning rate", 1e-2, check="float>0", flag="--lr")
   warmup_steps: Optional[int] = option(
-      "linear warm-up steps (default: Table C.1 fraction 5000/300000 of --steps)", None,
-      check="int>=0?")
+    "linear warm-up steps (default: Table C.1 fraction 5000/300000 of --steps)",
+    None,
+    check="int>=0?",
+  )
   cooldown_begin: Optional[int] = option(
-      "step where the cosine decay to 0.1 LR begins (default: --steps / 2)", None,
-      check="int>=0?")
-  cooldown_end: Optional[int] = option("step where it ends (default: --steps)", None,
-                                       check="int>=0?")
-  multiply_by_parameter_scale: bool = option("Adafactor with multiply_by_parameter_scale", True,
-                                             check="bool", flag="--no-param-scale")
+    "step where the cosine decay to 0.1 LR begins (default: --steps / 2)", None, check="int>=0?"
+  )
+  cooldown_end: Optional[int] = option(
+    "step where it ends (default: --steps)", None, check="int>=0?"
+  )
+  multiply_by_parameter_scale: bool = option(
+    "Adafactor with multiply_by_parameter_scale", True, check="bool", flag="--no-param-scale"
+  )
   seed: int = option("PRNG seed", 0, check="int>=0")
   log_every: int = option("steps between metrics.jsonl records", 10, check="int>=1")
-  eval_every: Optional[int] = option("steps between evaluations (0: only at the start and the "
-                                     "end; default: steps // 3 for training, steps // 6 for "
-                                     "distillation)", None, check="int>=0?")
-  checkpoint_every: Optional[int] = option("steps between checkpoints (default: min(100, steps) "
-                                           "for training, min(50, steps) for distillation)",
-                                           None, check="int>=1?")
+  eval_every: Optional[int] = option(
+    "steps between evaluations (0: only at the start and the "
+    "end; default: steps // 3 for training, steps // 6 for "
+    "distillation)",
+    None,
+    check="int>=0?",
+  )
+  checkpoint_every: Optional[int] = option(
+    "steps between checkpoints (default: min(100, steps) "
+    "for training, min(50, steps) for distillation)",
+    None,
+    check="int>=1?",
+  )
   eval_examples: int = option("held-out examples of the evaluations", 256, check="int>=1")
-  score_examples: int = option("held-out examples decoded for the task metric (0: skip)", 64,
-                               check="int>=0")
-  num_devices: Optional[int] = option("data-parallel devices (default: all of jax.devices())",
-                                      None, check="int>=1?")
-  train_limit: Optional[int] = option("use only the first N training examples (quick checks)",
-                                      None, check="int>=1?")
+  score_examples: int = option(
+    "held-out examples decoded for the task metric (0: skip)", 64, check="int>=0"
+  )
+  num_devices: Optional[int] = option(
+    "data-parallel devices (default: all of jax.devices())", None, check="int>=1?"
+  )
+  train_limit: Optional[int] = option(
+    "use only the first N training examples (quick checks)", None, check="int>=1?"
+  )
   evaluate: bool = option("run the evaluations", True, check="bool", cli=False)
   progress: bool = option("progress bar", True, check="bool", flag="--no-progress")
-  extend_steps: int = option("> 0: an explicit extension of the recorded run "
-                             "(rundir.check_rerun)", 0, check="int>=0", cli=False)
+  extend_steps: int = option(
+    "> 0: an explicit extension of the recorded run (rundir.check_rerun)",
+    0,
+    check="int>=0",
+    cli=False,
+  )
 
   def validated(self) -> "TrainOptions":
     """A checked copy with ``eval_every``/``checkpoint_every`` resolved; ValueError naming a field."""
@@ -142,16 +167,20 @@ class SFTOptions(TrainOptions):
   :data:`dspec_models.training.defaults.CPU_LENGTHS`.
   """
 
-  task: Optional[str] = option("task name (None: dspec_models.training.defaults.DEFAULT_TASK); "
-                               "see dspec_models.data.TASK_NAMES", None, cli=False)
-  model: str = option("'target', 'draft' or a config name such as tiny_t5_target, t5_small",
-                      "target", cli=False)
-  max_input_len: Optional[int] = option("input tokens (default per task)", None,
-                                        check="int>=0?")
-  max_target_len: Optional[int] = option("target tokens (default per task)", None,
-                                         check="int>=1?")
-  vocab_size: int = option("task SentencePiece vocabulary (8000 = largest every task allows)",
-                           2000, check="int>=1")
+  task: Optional[str] = option(
+    "task name (None: dspec_models.training.defaults.DEFAULT_TASK); "
+    "see dspec_models.data.TASK_NAMES",
+    None,
+    cli=False,
+  )
+  model: str = option(
+    "'target', 'draft' or a config name such as tiny_t5_target, t5_small", "target", cli=False
+  )
+  max_input_len: Optional[int] = option("input tokens (default per task)", None, check="int>=0?")
+  max_target_len: Optional[int] = option("target tokens (default per task)", None, check="int>=1?")
+  vocab_size: int = option(
+    "task SentencePiece vocabulary (8000 = largest every task allows)", 2000, check="int>=1"
+  )
   model_overrides: tuple = option("ModelConfig field overrides", (), cli=False)
 
 
@@ -173,13 +202,14 @@ class DistillOptions(TrainOptions):
   divergence: Optional[str] = option("divergence", None, cli=False)
   lambda1: Optional[float] = option("fixed-data fraction", None, cli=False)
   lambda2: Optional[float] = option("student fraction of generated data", None, cli=False)
-  learning_rate: float = option("peak learning rate (Table C.1 uses 3e-4 over 300k steps; a "
-                                "few hundred CPU steps need a larger rate)", 3e-3,
-                                check="float>0", flag="--lr")
-  eval_examples: int = option("held-out inputs of the evaluations (SD metrics)", 64,
-                              check="int>=1")
+  learning_rate: float = option(
+    "peak learning rate (Table C.1 uses 3e-4 over 300k steps; a "
+    "few hundred CPU steps need a larger rate)",
+    3e-3,
+    check="float>0",
+    flag="--lr",
+  )
+  eval_examples: int = option("held-out inputs of the evaluations (SD metrics)", 64, check="int>=1")
   gammas: tuple = option("SD block sizes of the evaluations", PAPER_GAMMAS, cli=False)
-  temperatures: tuple = option("SD temperatures of the evaluations", PAPER_TEMPERATURES,
-                               cli=False)
-  length_samples: int = option("teacher samples per input for L_p(x) and Eq. 3", 2,
-                               check="int>=1")
+  temperatures: tuple = option("SD temperatures of the evaluations", PAPER_TEMPERATURES, cli=False)
+  length_samples: int = option("teacher samples per input for L_p(x) and Eq. 3", 2, check="int>=1")

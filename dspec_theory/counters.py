@@ -124,8 +124,9 @@ def conditional_rates(unconditional: Sequence[float]) -> list[Optional[float]]:
   return out
 
 
-def per_token_acceptance(num_drafts: int, num_accepted: int, per_position: Sequence[int]
-                         ) -> Optional[float]:
+def per_token_acceptance(
+  num_drafts: int, num_accepted: int, per_position: Sequence[int]
+) -> Optional[float]:
   """Accepted over tested drafts, ``K / (K + N - a_{gamma-1})``.
 
   A block rejects exactly one draft unless it accepted all ``gamma`` of them
@@ -162,14 +163,21 @@ def check_per_position(per_position: Sequence[int], num_drafts: int) -> list[int
     if not 0 <= a <= num_drafts:
       raise ValueError(f"per_position[{i}] must lie in [0, num_drafts={num_drafts}]; got {a}")
     if i and a > counts[i - 1]:
-      raise ValueError(f"per_position must be non-increasing (position {i} accepted only after "
-                       f"position {i - 1}); got {counts}")
+      raise ValueError(
+        f"per_position must be non-increasing (position {i} accepted only after "
+        f"position {i - 1}); got {counts}"
+      )
   return counts
 
 
-def from_counters(num_drafts: int, num_draft_tokens: int, num_accepted: int,
-                  per_position: Optional[Sequence[int]] = None, c: Optional[float] = None,
-                  gamma: Optional[int] = None) -> dict:
+def from_counters(
+  num_drafts: int,
+  num_draft_tokens: int,
+  num_accepted: int,
+  per_position: Optional[Sequence[int]] = None,
+  c: Optional[float] = None,
+  gamma: Optional[int] = None,
+) -> dict:
   """Every paper-unit quantity the counters determine (see module doc).
 
   Args:
@@ -204,8 +212,10 @@ def from_counters(num_drafts: int, num_draft_tokens: int, num_accepted: int,
     elif m % n == 0:
       gamma = m // n
     else:
-      raise ValueError(f"gamma: num_draft_tokens / num_drafts = {m}/{n} is not an integer; "
-                       "give gamma or per_position")
+      raise ValueError(
+        f"gamma: num_draft_tokens / num_drafts = {m}/{n} is not an integer; "
+        "give gamma or per_position"
+      )
   gamma = v.check_gamma(gamma)
   if per_position is not None and len(per_position) != gamma:
     raise ValueError(f"per_position has {len(per_position)} entries; gamma = {gamma}")
@@ -215,15 +225,28 @@ def from_counters(num_drafts: int, num_draft_tokens: int, num_accepted: int,
   if tau > gamma + 1:
     raise ValueError(f"num_accepted ({k}) must be <= num_drafts * gamma ({n * gamma})")
   alpha_iid = float(alpha_from_tau(tau, gamma))
-  out = {"num_drafts": n, "num_draft_tokens": m, "num_accepted": k, "gamma": gamma,
-         "mean_acceptance_length": tau, "draft_acceptance_rate": rate, "alpha_iid": alpha_iid,
-         "geometric_unconditional": [alpha_iid ** (i + 1) for i in range(gamma)],
-         "per_token_acceptance": None, "unconditional": None, "conditional": None,
-         "c": None if c is None else float(c), "predicted_speedup": None}
+  out = {
+    "num_drafts": n,
+    "num_draft_tokens": m,
+    "num_accepted": k,
+    "gamma": gamma,
+    "mean_acceptance_length": tau,
+    "draft_acceptance_rate": rate,
+    "alpha_iid": alpha_iid,
+    "geometric_unconditional": [alpha_iid ** (i + 1) for i in range(gamma)],
+    "per_token_acceptance": None,
+    "unconditional": None,
+    "conditional": None,
+    "c": None if c is None else float(c),
+    "predicted_speedup": None,
+  }
   if per_position is not None:
     u = unconditional_rates(per_position, n)
-    out.update(per_token_acceptance=per_token_acceptance(n, k, per_position), unconditional=u,
-               conditional=conditional_rates(u))
+    out.update(
+      per_token_acceptance=per_token_acceptance(n, k, per_position),
+      unconditional=u,
+      conditional=conditional_rates(u),
+    )
   if c is not None:
     if not (isinstance(c, (int, float)) and math.isfinite(c) and c >= 0):
       raise ValueError(f"c must be a finite number >= 0; got {c!r}")
@@ -246,6 +269,10 @@ def histogram_to_counters(histogram: Sequence[int], drafted: Optional[int] = Non
     raise ValueError("histogram must have gamma + 1 >= 2 entries")
   gamma = h.size - 1
   n = int(h.sum())
-  per_position = [int(h[i + 1:].sum()) for i in range(gamma)]
-  return {"num_drafts": n, "num_draft_tokens": n * gamma if drafted is None else int(drafted),
-          "num_accepted": int(np.dot(np.arange(gamma + 1), h)), "per_position": per_position}
+  per_position = [int(h[i + 1 :].sum()) for i in range(gamma)]
+  return {
+    "num_drafts": n,
+    "num_draft_tokens": n * gamma if drafted is None else int(drafted),
+    "num_accepted": int(np.dot(np.arange(gamma + 1), h)),
+    "per_position": per_position,
+  }

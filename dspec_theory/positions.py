@@ -60,8 +60,9 @@ def _kernels(p_rows: Array, q_rows: Array, lenience) -> tuple[Array, Array]:
   return accept, reject_prob * residual
 
 
-def per_position_acceptance(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int,
-                            lenience: Any = None) -> PositionStats:
+def per_position_acceptance(
+  p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience: Any = None
+) -> PositionStats:
   """Exact per-position acceptance rates of SD (Algorithm A.1) for Markov LMs.
 
   Same conventions as :func:`dspec_theory.markov.sd_stats` (EOS ends the
@@ -109,7 +110,7 @@ def _positions_impl(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience
   a0, r0 = _kernels(p.init, q.init, lenience)
   a, r = _kernels(p.trans, q.trans, lenience)
   a_ne, r_ne, p_ne = _non_eos(a, eos), _non_eos(r, eos), _non_eos(p.trans, eos)
-  accept_prob = jnp.sum(a, axis=-1)                     # [V]: P(accept | context c)
+  accept_prob = jnp.sum(a, axis=-1)  # [V]: P(accept | context c)
   at0 = jnp.zeros((gamma,), jnp.float64).at[0].set(jnp.sum(a0))
   if max_len == 1:
     return jnp.float64(1.0), at0
@@ -119,7 +120,7 @@ def _positions_impl(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience
 
   def step(u, _):
     pending = jnp.sum(u[:gamma], axis=0)
-    accepted_at = u[:gamma] @ accept_prob             # [gamma]: level i accepts its draft
+    accepted_at = u[:gamma] @ accept_prob  # [gamma]: level i accepts its draft
     kept = u[:gamma] @ a_ne
     restart = jnp.concatenate([pending, u[gamma]]) @ r_and_p
     new = jnp.concatenate([restart[None, :], kept], axis=0)

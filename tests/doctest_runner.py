@@ -40,8 +40,7 @@ def main(packages: list[str]) -> int:
   for package in packages:
     for name in public_modules(package):
       module = importlib.import_module(name)
-      result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False,
-                               report=True)
+      result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False, report=True)
       if result.attempted:
         print(f"{name} {result.attempted} {result.failed}", flush=True)
       failed_total += result.failed

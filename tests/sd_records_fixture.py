@@ -19,8 +19,9 @@ NUM_EXAMPLES = 12
 MAX_NEW = 48
 
 
-def fixed_result(seed: int = 0, gamma: int = GAMMA, num_examples: int = NUM_EXAMPLES,
-                 max_new: int = MAX_NEW) -> GenerationResult:
+def fixed_result(
+  seed: int = 0, gamma: int = GAMMA, num_examples: int = NUM_EXAMPLES, max_new: int = MAX_NEW
+) -> GenerationResult:
   rng = np.random.default_rng(seed)
   b = num_examples
   acc_hist = -np.ones((b, max_new), np.int32)
@@ -49,5 +50,15 @@ def fixed_result(seed: int = 0, gamma: int = GAMMA, num_examples: int = NUM_EXAM
       accepted[i] += n
       rejected[i] += int(n < d)
   tokens = np.zeros((b, max_new), np.int32)
-  return GenerationResult(tokens, lengths, calls, calls * gamma, drafted, accepted, rejected,
-                          acc_hist, draft_hist, np.int32(calls.max()))
+  return GenerationResult(
+    tokens,
+    lengths,
+    calls,
+    calls * gamma,
+    drafted,
+    accepted,
+    rejected,
+    acc_hist,
+    draft_hist,
+    np.int32(calls.max()),
+  )

@@ -16,9 +16,22 @@ def _run(capsys, *argv):
 
 
 def test_convert_hand_computed(capsys):
-  code, out, _ = _run(capsys, "theory", "convert", "--num-drafts", "10", "--num-draft-tokens",
-                      "30", "--num-accepted", "13", "--per-position", "8,4,1", "--c", "0.1",
-                      "--as-json")
+  code, out, _ = _run(
+    capsys,
+    "theory",
+    "convert",
+    "--num-drafts",
+    "10",
+    "--num-draft-tokens",
+    "30",
+    "--num-accepted",
+    "13",
+    "--per-position",
+    "8,4,1",
+    "--c",
+    "0.1",
+    "--as-json",
+  )
   assert code == 0
   d = json.loads(out)
   assert d["mean_acceptance_length"] == pytest.approx(2.3)
@@ -26,31 +39,61 @@ def test_convert_hand_computed(capsys):
   assert d["conditional"] == pytest.approx([0.8, 0.5, 0.25])
   assert d["per_token_acceptance"] == pytest.approx(13 / 22)
   assert d["predicted_speedup"] == pytest.approx(2.3 / 1.3)
-  code, out, _ = _run(capsys, "theory", "convert", "--num-drafts", "10", "--num-draft-tokens",
-                      "30", "--num-accepted", "13", "--per-position", "8,4,1")
+  code, out, _ = _run(
+    capsys,
+    "theory",
+    "convert",
+    "--num-drafts",
+    "10",
+    "--num-draft-tokens",
+    "30",
+    "--num-accepted",
+    "13",
+    "--per-position",
+    "8,4,1",
+  )
   assert code == 0 and "P(n > i | n > i-1)" in out and "0.2500" in out
 
 
 def test_convert_reads_vllm_json_and_flags_override(capsys, tmp_path):
   path = tmp_path / "c.json"
-  path.write_text(json.dumps({"num_drafts": 10, "num_draft_tokens": 30,
-                              "num_accepted_tokens": 13,
-                              "num_accepted_tokens_per_pos": [8, 4, 1]}))
+  path.write_text(
+    json.dumps(
+      {
+        "num_drafts": 10,
+        "num_draft_tokens": 30,
+        "num_accepted_tokens": 13,
+        "num_accepted_tokens_per_pos": [8, 4, 1],
+      }
+    )
+  )
   code, out, _ = _run(capsys, "theory", "convert", "--json", str(path), "--as-json")
   assert code == 0 and json.loads(out)["unconditional"] == pytest.approx([0.8, 0.4, 0.1])
-  code, out, _ = _run(capsys, "theory", "convert", "--json", str(path), "--c", "0.0",
-                      "--as-json")
+  code, out, _ = _run(capsys, "theory", "convert", "--json", str(path), "--c", "0.0", "--as-json")
   assert json.loads(out)["predicted_speedup"] == pytest.approx(2.3)
 
 
-@pytest.mark.parametrize("argv, message", [
+@pytest.mark.parametrize(
+  "argv, message",
+  [
     (["--num-drafts", "10", "--num-draft-tokens", "30"], "--num-accepted is required"),
-    (["--num-drafts", "10", "--num-draft-tokens", "31", "--num-accepted", "3"],
-     "not an integer"),
-    (["--num-drafts", "10", "--num-draft-tokens", "30", "--num-accepted", "3",
-      "--per-position", "1,x"], "--per-position must be comma-separated integers"),
+    (["--num-drafts", "10", "--num-draft-tokens", "31", "--num-accepted", "3"], "not an integer"),
+    (
+      [
+        "--num-drafts",
+        "10",
+        "--num-draft-tokens",
+        "30",
+        "--num-accepted",
+        "3",
+        "--per-position",
+        "1,x",
+      ],
+      "--per-position must be comma-separated integers",
+    ),
     (["--json", "/nonexistent/c.json"], "--json: cannot read"),
-])
+  ],
+)
 def test_convert_bad_input_exits_2_with_message(capsys, argv, message):
   code, _, err = _run(capsys, "theory", "convert", *argv)
   assert code == 2 and message in err and "Traceback" not in err
@@ -58,8 +101,20 @@ def test_convert_bad_input_exits_2_with_message(capsys, argv, message):
 
 def test_markov_prints_exact_per_position_curve(capsys, tmp_path):
   save = tmp_path / "pair.npz"
-  code, out, _ = _run(capsys, "theory", "markov", "--vocab", "5", "--max-len", "8", "--gamma",
-                      "2,3", "--save", str(save), "--json")
+  code, out, _ = _run(
+    capsys,
+    "theory",
+    "markov",
+    "--vocab",
+    "5",
+    "--max-len",
+    "8",
+    "--gamma",
+    "2,3",
+    "--save",
+    str(save),
+    "--json",
+  )
   assert code == 0
   report = json.loads(out)
   row = report["per_gamma"][-1]
@@ -69,9 +124,11 @@ def test_markov_prints_exact_per_position_curve(capsys, tmp_path):
   exact = positions.per_position_acceptance(p, q, 8, 3)
   assert row["gamma"] == 3
   assert row["per_position"]["unconditional_exact"] == pytest.approx(
-      [float(x) for x in exact.unconditional], rel=1e-9)
+    [float(x) for x in exact.unconditional], rel=1e-9
+  )
   a = report["alpha"]
-  assert row["per_position"]["unconditional_iid"] == pytest.approx([a, a ** 2, a ** 3])
-  code, out, _ = _run(capsys, "theory", "markov", "--vocab", "5", "--max-len", "8", "--gamma",
-                      "2,3")
+  assert row["per_position"]["unconditional_iid"] == pytest.approx([a, a**2, a**3])
+  code, out, _ = _run(
+    capsys, "theory", "markov", "--vocab", "5", "--max-len", "8", "--gamma", "2,3"
+  )
   assert "per-position acceptance at gamma = 3" in out

@@ -30,31 +30,57 @@ def setup():
   s_params = perturbed_params(t_params, 1, 0.5)
   rng = np.random.default_rng(0)
   targets = rng.integers(2, VOCAB, (16, LOUT)).astype(np.int32)
-  targets[:, -2:] = 0                      # padding
-  targets[:, -3] = 1                       # EOS
-  train = data_lib.TokenizedSplit("x", "train", rng.integers(2, VOCAB, (16, LIN)).astype(np.int32),
-                                  targets)
+  targets[:, -2:] = 0  # padding
+  targets[:, -3] = 1  # EOS
+  train = data_lib.TokenizedSplit(
+    "x", "train", rng.integers(2, VOCAB, (16, LIN)).astype(np.int32), targets
+  )
   mesh = parallel.data_mesh(1)
   optimizer, update = distill_programs(s_cfg, t_cfg, "fkl", TEACHER_DISTRIBUTION, True, mesh)
-  state = ckpt.TrainState(step=3, params=s_params, opt_state=init_optimizer(optimizer, s_params,
-                                                                              mesh),
-                          rng_key=np.asarray(jax.random.PRNGKey(7), np.uint32), data_position=12)
-  return dict(t_cfg=t_cfg, s_cfg=s_cfg, t_params=t_params, train=train, mesh=mesh,
-              update=update, state=state, sched=ScheduleConfig(0.01, 1, 5, 10))
+  state = ckpt.TrainState(
+    step=3,
+    params=s_params,
+    opt_state=init_optimizer(optimizer, s_params, mesh),
+    rng_key=np.asarray(jax.random.PRNGKey(7), np.uint32),
+    data_position=12,
+  )
+  return dict(
+    t_cfg=t_cfg,
+    s_cfg=s_cfg,
+    t_params=t_params,
+    train=train,
+    mesh=mesh,
+    update=update,
+    state=state,
+    sched=ScheduleConfig(0.01, 1, 5, 10),
+  )
 
 
 @pytest.mark.slow  # ~40 s per source on a loaded 2-core machine (three compilations)
-@pytest.mark.parametrize("lambda1, lambda2, source", [
-    (1.0, 0.0, data_mix.FIXED), (0.0, 1.0, data_mix.STUDENT), (0.0, 0.0, data_mix.TEACHER)])
+@pytest.mark.parametrize(
+  "lambda1, lambda2, source",
+  [(1.0, 0.0, data_mix.FIXED), (0.0, 1.0, data_mix.STUDENT), (0.0, 0.0, data_mix.TEACHER)],
+)
 def test_distill_step_equals_the_update_assembled_by_hand(setup, lambda1, lambda2, source):
   st = setup["state"]
   new, metrics = distill_step(
-      st, update=setup["update"], teacher=(setup["t_cfg"], setup["t_params"]),
-      student_config=setup["s_cfg"], train=setup["train"], lambda1=lambda1, lambda2=lambda2,
-      schedule=setup["sched"], batch_size=BATCH, seed=0, max_target_len=LOUT,
-      mesh=setup["mesh"])
-  assert metrics[f"source_{source}"] == 1.0 and sum(
-      metrics[f"source_{s}"] for s in data_mix.SOURCES) == 1.0
+    st,
+    update=setup["update"],
+    teacher=(setup["t_cfg"], setup["t_params"]),
+    student_config=setup["s_cfg"],
+    train=setup["train"],
+    lambda1=lambda1,
+    lambda2=lambda2,
+    schedule=setup["sched"],
+    batch_size=BATCH,
+    seed=0,
+    max_target_len=LOUT,
+    mesh=setup["mesh"],
+  )
+  assert (
+    metrics[f"source_{source}"] == 1.0
+    and sum(metrics[f"source_{s}"] for s in data_mix.SOURCES) == 1.0
+  )
   assert (new.step, new.data_position) == (st.step + 1, st.data_position + BATCH)
   # By hand: the step's coins, batch and (for generated data) samples.
   drawn, k_sample = data_mix.step_source(st.rng_key, st.step, lambda1, lambda2)
@@ -63,8 +89,11 @@ def test_distill_step_equals_the_update_assembled_by_hand(setup, lambda1, lambda
   if source == data_mix.FIXED:
     batch = dict(data, mask=data_lib.target_mask(data["targets"]))
   else:
-    cfg, prm = ((setup["s_cfg"], st.params) if source == data_mix.STUDENT
-                else (setup["t_cfg"], setup["t_params"]))
+    cfg, prm = (
+      (setup["s_cfg"], st.params)
+      if source == data_mix.STUDENT
+      else (setup["t_cfg"], setup["t_params"])
+    )
     tokens, lengths = sample_outputs(cfg, prm, data["inputs"], k_sample, LOUT)
     batch = {"inputs": data["inputs"], "targets": tokens, "mask": length_mask(lengths, LOUT)}
   lr = learning_rate_at(setup["sched"], st.step)
@@ -74,6 +103,8 @@ def test_distill_step_equals_the_update_assembled_by_hand(setup, lambda1, lambda
   for a, b in zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
   # ... and the update changed the student.
-  moved = [np.max(np.abs(np.asarray(a) - np.asarray(b))) for a, b in
-           zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(st.params))]
+  moved = [
+    np.max(np.abs(np.asarray(a) - np.asarray(b)))
+    for a, b in zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(st.params))
+  ]
   assert max(moved) > 0

@@ -11,7 +11,6 @@ same test).
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from pathlib import Path
@@ -38,26 +37,26 @@ def test_core_reproduces_the_pre_core_values_field_by_field():
   v = lambda field: acceptance.value(cell, field)
   sd_cell, ev, eng = old["sd_cell"], old["distill_eval"], old["engine_summary"]
   same = {
-      # dspec sd cell (cell.summarize_cell)          new field
-      sd_cell["alpha"]: v("per_token_acceptance_mean_of_ratios"),
-      sd_cell["alpha_pooled"]: v("per_token_acceptance"),
-      sd_cell["tau"]: v("tau_mean_of_ratios"),
-      sd_cell["tau_pooled"]: v("tau_ratio_of_totals"),
-      sd_cell["tau_iid_pooled"]: v("tau_geometric_of_per_token_acceptance"),
-      sd_cell["mean_length"]: v("mean_length"),
-      # distillation hooks (evaluation.sd_metrics)
-      ev["alpha"]: v("per_token_acceptance_mean_of_ratios"),
-      ev["alpha_pooled"]: v("per_token_acceptance"),
-      ev["tau"]: v("tau_mean_of_ratios"),
-      ev["tau_pooled"]: v("tau_ratio_of_totals"),
-      ev["mean_length"]: v("mean_length"),
-      ev["tested"]: cell["totals"]["tested"],
-      # engine batch summary (speculative.summarize)
-      eng["pooled_alpha_drafted"]: v("draft_acceptance_rate"),
-      eng["pooled_alpha_emitted"]: v("accepted_per_token"),
-      eng["pooled_tau"]: v("tau_ratio_of_totals"),
-      eng["total_tokens"]: cell["totals"]["tokens"],
-      eng["total_target_calls"]: cell["totals"]["target_calls"],
+    # dspec sd cell (cell.summarize_cell)          new field
+    sd_cell["alpha"]: v("per_token_acceptance_mean_of_ratios"),
+    sd_cell["alpha_pooled"]: v("per_token_acceptance"),
+    sd_cell["tau"]: v("tau_mean_of_ratios"),
+    sd_cell["tau_pooled"]: v("tau_ratio_of_totals"),
+    sd_cell["tau_iid_pooled"]: v("tau_geometric_of_per_token_acceptance"),
+    sd_cell["mean_length"]: v("mean_length"),
+    # distillation hooks (evaluation.sd_metrics)
+    ev["alpha"]: v("per_token_acceptance_mean_of_ratios"),
+    ev["alpha_pooled"]: v("per_token_acceptance"),
+    ev["tau"]: v("tau_mean_of_ratios"),
+    ev["tau_pooled"]: v("tau_ratio_of_totals"),
+    ev["mean_length"]: v("mean_length"),
+    ev["tested"]: cell["totals"]["tested"],
+    # engine batch summary (speculative.summarize)
+    eng["pooled_alpha_drafted"]: v("draft_acceptance_rate"),
+    eng["pooled_alpha_emitted"]: v("accepted_per_token"),
+    eng["pooled_tau"]: v("tau_ratio_of_totals"),
+    eng["total_tokens"]: cell["totals"]["tokens"],
+    eng["total_target_calls"]: cell["totals"]["target_calls"],
   }
   for old_value, new_value in same.items():
     assert new_value == pytest.approx(old_value, rel=1e-6), (old_value, new_value)
@@ -65,12 +64,12 @@ def test_core_reproduces_the_pre_core_values_field_by_field():
     new = cell["spread"]["per_token_acceptance" if name == "alpha_spread" else "tau"]
     assert new == pytest.approx(sd_cell[name])
   assert cell["spread"]["per_token_acceptance"]["sem"] == pytest.approx(
-      cell["per_token_acceptance_mean_of_ratios"]["se"])
+    cell["per_token_acceptance_mean_of_ratios"]["se"]
+  )
   # Redefined: the old `tau_iid` was tau(.) of the MEAN of per-example alphas; the core's
   # tau_geometric_of_per_token_acceptance uses the ratio of totals (theory comparisons).
   mean_alpha = sd_cell["alpha"]
-  assert sd_cell["tau_iid"] == pytest.approx(sum(mean_alpha ** k for k in range(GAMMA + 1)),
-                                             rel=1e-6)
+  assert sd_cell["tau_iid"] == pytest.approx(sum(mean_alpha**k for k in range(GAMMA + 1)), rel=1e-6)
   assert ev["tau_iid"] == sd_cell["tau_iid"]
   assert v("tau_geometric_of_per_token_acceptance") != pytest.approx(sd_cell["tau_iid"])
 
@@ -94,25 +93,44 @@ def test_fixture_counts_by_brute_force():
   # The counters converter gives the same unconditional/conditional curve.
   conv = counters.from_counters(**counters.histogram_to_counters(cell["accepted_length_histogram"]))
   assert conv["unconditional"] == pytest.approx(
-      [e["value"] for e in cell["per_position"]["unconditional"]])
+    [e["value"] for e in cell["per_position"]["unconditional"]]
+  )
   assert conv["conditional"] == pytest.approx(
-      [e["value"] for e in cell["per_position"]["conditional"]])
+    [e["value"] for e in cell["per_position"]["conditional"]]
+  )
   assert conv["mean_acceptance_length"] == pytest.approx(cell["mean_acceptance_length"]["value"])
 
 
 def test_hand_computed_cell():
   # Two examples, gamma = 2.  Example A: blocks n = (2, 0), |y| = 4.  Example B: n = (1,), |y| = 2.
   recs = [
-      {"length": 4, "target_calls": 2, "drafted": 4, "accepted": 2, "rejected": 1,
-       "accepted_per_block": [2, 0], "drafted_per_block": [2, 2], "alpha_tested": 2 / 3,
-       "tau": 2.0},
-      {"length": 2, "target_calls": 1, "drafted": 2, "accepted": 1, "rejected": 1,
-       "accepted_per_block": [1], "drafted_per_block": [2], "alpha_tested": 0.5, "tau": 2.0},
+    {
+      "length": 4,
+      "target_calls": 2,
+      "drafted": 4,
+      "accepted": 2,
+      "rejected": 1,
+      "accepted_per_block": [2, 0],
+      "drafted_per_block": [2, 2],
+      "alpha_tested": 2 / 3,
+      "tau": 2.0,
+    },
+    {
+      "length": 2,
+      "target_calls": 1,
+      "drafted": 2,
+      "accepted": 1,
+      "rejected": 1,
+      "accepted_per_block": [1],
+      "drafted_per_block": [2],
+      "alpha_tested": 0.5,
+      "tau": 2.0,
+    },
   ]
   c = acceptance.cell_statistics(recs, gamma=2, temperature=0.0)
   assert c["per_token_acceptance"]["value"] == pytest.approx(3 / 5)
   # delta-method se: R = 3/5; residuals a - R b = 2 - 1.8, 1 - 1.2; mean b = 2.5
-  se = math.sqrt((0.2 ** 2 + 0.2 ** 2) / (2 * 1)) / 2.5
+  se = math.sqrt((0.2**2 + 0.2**2) / (2 * 1)) / 2.5
   assert c["per_token_acceptance"]["se"] == pytest.approx(se)
   assert c["per_token_acceptance_mean_of_ratios"]["value"] == pytest.approx((2 / 3 + 0.5) / 2)
   assert c["tau_ratio_of_totals"]["value"] == pytest.approx(6 / 3)
@@ -125,8 +143,9 @@ def test_hand_computed_cell():
   assert [e["value"] for e in c["per_position"]["conditional"]] == pytest.approx([2 / 3, 1 / 2])
   assert c["tau_geometric_of_per_token_acceptance"] == pytest.approx(1 + 0.6 + 0.36)
   assert c["alpha_eq3"] is None and c["tau_geometric_of_alpha_eq3"] is None
-  c = acceptance.cell_statistics(recs, gamma=2, temperature=1.0,
-                                 alpha_eq3={"value": 0.5, "se": 0.01, "n": 7})
+  c = acceptance.cell_statistics(
+    recs, gamma=2, temperature=1.0, alpha_eq3={"value": 0.5, "se": 0.01, "n": 7}
+  )
   assert c["alpha_eq3"] == {"value": 0.5, "se": 0.01, "n": 7}
   assert c["tau_geometric_of_alpha_eq3"] == pytest.approx(1.75)
   assert acceptance.find_cell({acceptance.cell_key(1.0, 2): c}, 1, 2) is c
@@ -165,8 +184,12 @@ def test_core_bad_input():
 def test_counters_hand_computed():
   # Histogram of accepted lengths at gamma = 3: h = (2, 4, 3, 1) over N = 10 blocks.
   c = counters.histogram_to_counters([2, 4, 3, 1])
-  assert c == {"num_drafts": 10, "num_draft_tokens": 30, "num_accepted": 13,
-               "per_position": [8, 4, 1]}
+  assert c == {
+    "num_drafts": 10,
+    "num_draft_tokens": 30,
+    "num_accepted": 13,
+    "per_position": [8, 4, 1],
+  }
   r = counters.from_counters(**c, c=0.1)
   assert r["gamma"] == 3
   assert r["mean_acceptance_length"] == pytest.approx(2.3)
@@ -176,31 +199,44 @@ def test_counters_hand_computed():
   # 13 accepted, rejections = blocks not fully accepted = 10 - 1
   assert r["per_token_acceptance"] == pytest.approx(13 / 22)
   a = r["alpha_iid"]
-  assert 1 + a + a ** 2 + a ** 3 == pytest.approx(2.3, abs=1e-9)
-  assert r["geometric_unconditional"] == pytest.approx([a, a ** 2, a ** 3])
+  assert 1 + a + a**2 + a**3 == pytest.approx(2.3, abs=1e-9)
+  assert r["geometric_unconditional"] == pytest.approx([a, a**2, a**3])
   assert r["predicted_speedup"] == pytest.approx(2.3 / (0.1 * 3 + 1))
   # Without per-position counts: gamma from M / N; the curve is unknown.
   r = counters.from_counters(10, 30, 13)
   assert r["gamma"] == 3 and r["unconditional"] is None and r["predicted_speedup"] is None
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(num_drafts=0, num_draft_tokens=3, num_accepted=1), "num_drafts must be >= 1"),
     (dict(num_drafts=2, num_draft_tokens=5, num_accepted=1), "gamma: .* not an integer"),
     (dict(num_drafts=2, num_draft_tokens=6, num_accepted=7), r"num_accepted \(7\) must be <="),
-    (dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[1, 2, 0]),
-     "non-increasing"),
-    (dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[2, 1, 1]),
-     "sum to num_accepted"),
-    (dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[2, 1], gamma=3),
-     "per_position has 2 entries"),
-    (dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[2, 1]),
-     r"num_draft_tokens \(6\) must be <= num_drafts \* gamma \(4\)"),
-    (dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[3, 0, 0]),
-     r"per_position\[0\] must lie in"),
+    (
+      dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[1, 2, 0]),
+      "non-increasing",
+    ),
+    (
+      dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[2, 1, 1]),
+      "sum to num_accepted",
+    ),
+    (
+      dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[2, 1], gamma=3),
+      "per_position has 2 entries",
+    ),
+    (
+      dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[2, 1]),
+      r"num_draft_tokens \(6\) must be <= num_drafts \* gamma \(4\)",
+    ),
+    (
+      dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, per_position=[3, 0, 0]),
+      r"per_position\[0\] must lie in",
+    ),
     (dict(num_drafts=2, num_draft_tokens=6, num_accepted=3, c=-1.0), "c must be"),
     (dict(num_drafts=2, num_draft_tokens=6, num_accepted=-1), "num_accepted must be >= 0"),
-])
+  ],
+)
 def test_counters_bad_input(kwargs, match):
   with pytest.raises(ValueError, match=match):
     counters.from_counters(**kwargs)
@@ -230,6 +266,7 @@ def _enumerate_positions(p, q, max_len, gamma):
       return
     blocks += prob
     room = max_len - len(seq)
+
     # every draft sequence d (stopping after EOS / at the room)
     def drafts(prefix, c, pr):
       if len(prefix) == min(gamma, room) or (prefix and prefix[-1] == eos):
@@ -239,6 +276,7 @@ def _enumerate_positions(p, q, max_len, gamma):
       for x in range(vocab):
         if qr[x] > 0:
           yield from drafts(prefix + [x], x, pr * qr[x])
+
     for d, pd in drafts([], last, 1.0):
       c, acc_prob = last, pd
       for k, x in enumerate(d):
@@ -284,7 +322,8 @@ def test_exact_curve_matches_enumeration_and_sd_stats():
     sd = markov.sd_stats(p, q, max_len, gamma)
     assert float(exact.expected_blocks) == pytest.approx(float(sd.expected_target_calls), 1e-9)
     assert float(np.sum(exact.expected_accepted_at)) == pytest.approx(
-        float(sd.expected_accepted), 1e-9)
+      float(sd.expected_accepted), 1e-9
+    )
 
 
 def _simulate_records(p, q, max_len, gamma, num, rng):
@@ -322,11 +361,19 @@ def _simulate_records(p, q, max_len, gamma, num, rng):
       acc.append(n)
       dr.append(len(d))
     tested = sum(acc) + sum(a < b for a, b in zip(acc, dr))
-    records.append({"length": len(seq), "target_calls": len(acc), "drafted": sum(dr),
-                    "accepted": sum(acc), "rejected": sum(a < b for a, b in zip(acc, dr)),
-                    "accepted_per_block": acc, "drafted_per_block": dr,
-                    "alpha_tested": sum(acc) / tested if tested else None,
-                    "tau": len(seq) / len(acc)})
+    records.append(
+      {
+        "length": len(seq),
+        "target_calls": len(acc),
+        "drafted": sum(dr),
+        "accepted": sum(acc),
+        "rejected": sum(a < b for a, b in zip(acc, dr)),
+        "accepted_per_block": acc,
+        "drafted_per_block": dr,
+        "alpha_tested": sum(acc) / tested if tested else None,
+        "tau": len(seq) / len(acc),
+      }
+    )
   return records
 
 
@@ -340,8 +387,9 @@ def test_exact_curve_matches_simulated_counters_within_standard_errors():
   records = _simulate_records(p, q, max_len, gamma, 3000, np.random.default_rng(0))
   cell = acceptance.cell_statistics(records, gamma=gamma, temperature=1.0)
   z_exact, z_geo = [], []
-  alpha_iid = counters.from_counters(**counters.histogram_to_counters(
-      cell["accepted_length_histogram"]))["alpha_iid"]
+  alpha_iid = counters.from_counters(
+    **counters.histogram_to_counters(cell["accepted_length_histogram"])
+  )["alpha_iid"]
   for i in range(gamma):
     est = cell["per_position"]["unconditional"][i]
     z_exact.append((est["value"] - float(exact.unconditional[i])) / est["se"])
@@ -349,7 +397,7 @@ def test_exact_curve_matches_simulated_counters_within_standard_errors():
     cond = cell["per_position"]["conditional"][i]
     assert abs(cond["value"] - float(exact.conditional[i])) < 5 * cond["se"], i
   assert max(abs(z) for z in z_exact) < 5, z_exact
-  assert max(abs(z) for z in z_geo) > 5, z_geo   # power: the shape is not geometric
+  assert max(abs(z) for z in z_geo) > 5, z_geo  # power: the shape is not geometric
   tau = cell["tau_ratio_of_totals"]
   assert abs(tau["value"] - float(sd.block_efficiency)) < 5 * tau["se"]
 

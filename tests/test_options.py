@@ -9,8 +9,13 @@ import dataclasses
 import pytest
 
 from dspec_cli._options import add_option_flags, options_from_args
-from dspec_models.options import (PAPER_GAMMAS, PAPER_TEMPERATURES, DistillOptions, SFTOptions,
-                                  TrainOptions)
+from dspec_models.options import (
+  PAPER_GAMMAS,
+  PAPER_TEMPERATURES,
+  DistillOptions,
+  SFTOptions,
+  TrainOptions,
+)
 
 
 def _parse(cls, argv):
@@ -29,10 +34,13 @@ def test_one_base_holds_the_shared_fields():
     assert f.metadata["help"], f.name
 
 
-@pytest.mark.parametrize("cls, fixed", [
+@pytest.mark.parametrize(
+  "cls, fixed",
+  [
     (SFTOptions, dict(run_dir="r")),
     (DistillOptions, dict(run_dir="r", teacher_run="t", student_run="s")),
-])
+  ],
+)
 def test_cli_defaults_are_the_dataclass_defaults(cls, fixed):
   from_cli = options_from_args(cls, _parse(cls, []), **fixed)
   assert from_cli == cls(**fixed)
@@ -51,14 +59,29 @@ def test_eval_every_default_follows_steps_in_both_kinds():
 
 
 def test_flags_reach_the_fields():
-  args = _parse(DistillOptions, ["--steps", "12", "--lr", "0.5", "--no-param-scale",
-                                 "--no-progress", "--eval-every", "4", "--length-samples", "3"])
+  args = _parse(
+    DistillOptions,
+    [
+      "--steps",
+      "12",
+      "--lr",
+      "0.5",
+      "--no-param-scale",
+      "--no-progress",
+      "--eval-every",
+      "4",
+      "--length-samples",
+      "3",
+    ],
+  )
   o = options_from_args(DistillOptions, args, run_dir="r", teacher_run="t", student_run="s")
   assert (o.steps, o.learning_rate, o.eval_every, o.length_samples) == (12, 0.5, 4, 3)
   assert o.multiply_by_parameter_scale is False and o.progress is False
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(steps=0), "steps must be >= 1"),
     (dict(batch_size=2.5), "batch_size must be an integer"),
     (dict(learning_rate=0.0), "learning_rate must be a finite number > 0"),
@@ -68,7 +91,8 @@ def test_flags_reach_the_fields():
     (dict(warmup_steps=-2), "warmup_steps must be >= 0"),
     (dict(progress="yes"), "progress must be True or False"),
     (dict(length_samples=0), "length_samples must be >= 1"),
-])
+  ],
+)
 def test_bad_values_name_the_field(kwargs, match):
   with pytest.raises(ValueError, match=match):
     DistillOptions(run_dir="r", teacher_run="t", student_run="s", **kwargs).validated()

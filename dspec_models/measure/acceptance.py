@@ -159,12 +159,18 @@ def accepted_length_histogram(records: Sequence[dict], gamma: int) -> list[int]:
   h = np.zeros(gamma + 1, np.int64)
   for rec in records:
     acc = np.asarray(rec["accepted_per_block"], np.int64)
-    h += np.bincount(acc, minlength=gamma + 1)[:gamma + 1]
+    h += np.bincount(acc, minlength=gamma + 1)[: gamma + 1]
   return [int(x) for x in h]
 
 
-def cell_statistics(records: Any, *, gamma: int, temperature: float,
-                    lenience: Optional[str] = None, alpha_eq3: Optional[dict] = None) -> dict:
+def cell_statistics(
+  records: Any,
+  *,
+  gamma: int,
+  temperature: float,
+  lenience: Optional[str] = None,
+  alpha_eq3: Optional[dict] = None,
+) -> dict:
   """Every acceptance statistic of one ``(temperature, gamma)`` cell (module doc).
 
   Args:
@@ -202,34 +208,47 @@ def cell_statistics(records: Any, *, gamma: int, temperature: float,
   unconditional = [ratio_of_totals(reached[:, i + 1], blocks) for i in range(gamma)]
   conditional = [ratio_of_totals(reached[:, i + 1], reached[:, i]) for i in range(gamma)]
   alpha = ratio_of_totals(accepted, accepted + rejected)
-  eq3 = None if alpha_eq3 is None else _estimate(alpha_eq3.get("value"), alpha_eq3.get("se"),
-                                                 alpha_eq3.get("n", 0))
+  eq3 = (
+    None
+    if alpha_eq3 is None
+    else _estimate(alpha_eq3.get("value"), alpha_eq3.get("se"), alpha_eq3.get("n", 0))
+  )
   return {
-      "cell_schema_version": CELL_SCHEMA_VERSION,
-      "temperature": float(temperature),
-      "gamma": int(gamma),
-      "lenience": lenience,
-      "num_examples": len(recs),
-      "totals": {"tokens": int(tokens.sum()), "target_calls": int(calls.sum()),
-                 "drafted": int(drafted.sum()), "accepted": int(accepted.sum()),
-                 "rejected": int(rejected.sum()), "tested": int((accepted + rejected).sum())},
-      "mean_length": float(tokens.mean()),
-      "per_token_acceptance": alpha,
-      "per_token_acceptance_mean_of_ratios": mean_of_ratios(r.get("alpha_tested") for r in recs),
-      "accepted_per_token": ratio_of_totals(accepted, tokens),
-      "tau_ratio_of_totals": ratio_of_totals(tokens, calls),
-      "tau_mean_of_ratios": mean_of_ratios(r.get("tau") for r in recs),
-      "tau_geometric_of_per_token_acceptance": iid_tau(alpha["value"], gamma),
-      "alpha_eq3": eq3,
-      "tau_geometric_of_alpha_eq3": None if eq3 is None else iid_tau(eq3["value"], gamma),
-      "mean_acceptance_length": ratio_of_totals(accepted + blocks, blocks),
-      "draft_acceptance_rate": ratio_of_totals(accepted, drafted),
-      "per_position": {"unconditional": unconditional, "conditional": conditional,
-                       "accepted_at": [int(x) for x in reached[:, 1:].sum(axis=0)],
-                       "blocks": int(blocks.sum())},
-      "accepted_length_histogram": accepted_length_histogram(recs, gamma),
-      "spread": {"per_token_acceptance": spread(r.get("alpha_tested") for r in recs),
-                 "tau": spread(r.get("tau") for r in recs)},
+    "cell_schema_version": CELL_SCHEMA_VERSION,
+    "temperature": float(temperature),
+    "gamma": int(gamma),
+    "lenience": lenience,
+    "num_examples": len(recs),
+    "totals": {
+      "tokens": int(tokens.sum()),
+      "target_calls": int(calls.sum()),
+      "drafted": int(drafted.sum()),
+      "accepted": int(accepted.sum()),
+      "rejected": int(rejected.sum()),
+      "tested": int((accepted + rejected).sum()),
+    },
+    "mean_length": float(tokens.mean()),
+    "per_token_acceptance": alpha,
+    "per_token_acceptance_mean_of_ratios": mean_of_ratios(r.get("alpha_tested") for r in recs),
+    "accepted_per_token": ratio_of_totals(accepted, tokens),
+    "tau_ratio_of_totals": ratio_of_totals(tokens, calls),
+    "tau_mean_of_ratios": mean_of_ratios(r.get("tau") for r in recs),
+    "tau_geometric_of_per_token_acceptance": iid_tau(alpha["value"], gamma),
+    "alpha_eq3": eq3,
+    "tau_geometric_of_alpha_eq3": None if eq3 is None else iid_tau(eq3["value"], gamma),
+    "mean_acceptance_length": ratio_of_totals(accepted + blocks, blocks),
+    "draft_acceptance_rate": ratio_of_totals(accepted, drafted),
+    "per_position": {
+      "unconditional": unconditional,
+      "conditional": conditional,
+      "accepted_at": [int(x) for x in reached[:, 1:].sum(axis=0)],
+      "blocks": int(blocks.sum()),
+    },
+    "accepted_length_histogram": accepted_length_histogram(recs, gamma),
+    "spread": {
+      "per_token_acceptance": spread(r.get("alpha_tested") for r in recs),
+      "tau": spread(r.get("tau") for r in recs),
+    },
   }
 
 
