@@ -73,6 +73,9 @@ def schedule_config(options: Any) -> ScheduleConfig:
   begin = begin if options.cooldown_begin is None else options.cooldown_begin
   end = end if options.cooldown_end is None else options.cooldown_end
   begin = max(begin, warmup) if options.cooldown_begin is None else begin
+  if options.warmup_steps is not None and warmup > end:   # name the flag that was given
+    raise ValueError(f"warmup_steps ({warmup}) must be <= cooldown_end ({end}"
+                     f"{'' if options.cooldown_end is not None else ', the default: steps'})")
   return ScheduleConfig(float(options.learning_rate), int(warmup), int(begin), int(end))
 
 
