@@ -33,6 +33,7 @@ import numpy as np
 
 from dspec_theory import validation as v
 from dspec_theory.lenience import parse_lenience
+from dspec_theory.theorem41 import theorem41_bound
 
 NextTokenFn = Callable[[tuple], Sequence[Any]]
 
@@ -434,7 +435,7 @@ def sequence_stats_by_enumeration(
     eps += prob * total / len(seq)
 
   alpha = accepted / length_p
-  bound = 1 - max_len * (max_len / length_p) * eps
+  bound = theorem41_bound(eps, max_len, length_p)
   return EnumeratedSequenceStats(alpha, length_p, a_t, e_t, eps, bound, length_q)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from dspec_theory import validation as v
 from dspec_theory.lenience import apply_lenience, parse_lenience
+from dspec_theory.theorem41 import theorem41_bound
 
 Array = jax.Array
 
@@ -330,7 +331,7 @@ def _sequence_stats_impl(p: MarkovLM, q: MarkovLM, max_len: int) -> SequenceStat
   expected_len = jnp.sum(alive_p)
   alpha = 1.0 - jnp.sum(a_t) / expected_len
   eps = _on_policy_loss(q, tvd_init, tvd_trans, max_len)
-  bound = 1.0 - max_len * (max_len / expected_len) * eps
+  bound = theorem41_bound(eps, max_len, expected_len)
   return SequenceStats(alpha, expected_len, a_t, e_t, eps, bound, jnp.sum(alive_q))
 
 

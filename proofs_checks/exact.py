@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from dspec_theory.theorem41 import theorem41_bound
 from proofs_checks import mixed
 from proofs_checks.assertions import Ledger
 from proofs_checks.counterexamples import (
@@ -222,7 +223,7 @@ def proof_steps(pair, inst: InputMixture) -> dict:
   steps["alpha >= 1 - 2T^2 eps / L_p (proof)"].append(
       (T, 0, 1 - 2 * T * T * s.eps / s.expected_len, s.alpha))
   steps["alpha >= 1 - T^2 eps / L_p (statement, one input)"].append(
-      (T, 0, 1 - T * T * s.eps / s.expected_len, s.alpha))
+      (T, 0, theorem41_bound(s.eps, T, s.expected_len), s.alpha))
   return {"steps": steps, "A": A, "E": E, "stats": s}
 
 
@@ -396,7 +397,7 @@ def _combine(w, rows, T) -> dict:
       "stated_bound": 1 - T * e_t_over_l * eps,
       "corrected_bound": 1 - T * e_teps_over_l,
       "proof_bound": 1 - 2 * T * e_teps_over_l,
-      "pointwise": [(a, 1 - T * (T / L) * e) for (a, e, L) in rows],
+      "pointwise": [(a, theorem41_bound(e, T, L)) for (a, e, L) in rows],
   }
 
 
