@@ -1,6 +1,8 @@
 """``dspec theory``: exact speculative-decoding numbers without training anything.
 
   dspec theory markov --vocab 8 --max-len 16 --gamma 3 --seed 0 [--lenience sq:0.5] [--json]
+  dspec theory markov --vocab 6 --gamma 4 --verification token,block
+  dspec theory block-gain --vocab 4 --max-len 16 --gamma 4 --strengths 0.25,0.5,1,2 --seeds 5
   dspec theory tau --alpha 0.8 --gamma 5 --c 0.05 [--json]
   dspec theory tau --tau 2.31 --gamma 3
   dspec theory convert --num-drafts N --num-draft-tokens M --num-accepted K [--per-position a,b,c]
@@ -56,8 +58,25 @@ def add_parser(subparsers) -> None:
   m.add_argument("--save", default=None, help="save the pair used to this .npz")
   m.add_argument("--mc", type=int, default=0,
                  help="also run N Monte Carlo speculative decodes per gamma and show their means")
+  m.add_argument("--verification", default="token",
+                 help="'token' (Algorithm A.1), 'block' (Sun et al. 2025) or 'token,block' side by"
+                      " side (default token)")
   m.add_argument("--json", action="store_true", help="print JSON instead of a table")
   m.set_defaults(func=run_markov)
+
+  b = sub.add_parser("block-gain",
+                     help="exact gain of block over token verification on random Markov pairs")
+  b.add_argument("--vocab", type=int, default=4, help="vocabulary size V (default 4)")
+  b.add_argument("--max-len", type=int, default=16, help="maximum output length T (default 16)")
+  b.add_argument("--gamma", default="4", help="block sizes, as for 'markov' (default 4: 1..4)")
+  b.add_argument("--strengths", default="0.25,0.5,1,2,4",
+                 help="draft noise scales (larger: lower alpha; default 0.25,0.5,1,2,4)")
+  b.add_argument("--seeds", type=int, default=5, help="random pairs per strength (default 5)")
+  b.add_argument("--mean-length", type=float, default=8.0,
+                 help="EOS probability 1/mean-length in every row (default 8)")
+  b.add_argument("--concentration", type=float, default=0.5, help="Dirichlet concentration of rows")
+  b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  b.set_defaults(func=run_block_gain)
 
   t = sub.add_parser("tau", help="tau(alpha, gamma), speedup tau/(c gamma + 1), best gamma, or alpha from tau")
   group = t.add_mutually_exclusive_group(required=True)
@@ -112,9 +131,24 @@ def _load_pair(args):
   return p, q
 
 
+def parse_verifications(text: str) -> tuple[str, ...]:
+  """'token' / 'block' / 'token,block' -> a tuple of verification names (checked)."""
+  names = tuple(x.strip() for x in str(text).split(",") if x.strip())
+  if not names or len(set(names)) != len(names) or set(names) - {"token", "block"}:
+    raise ValueError(f"--verification must be 'token', 'block' or 'token,block'; got {text!r}")
+  return names
+
+
 def markov_report(p, q, max_len: int, gammas: list[int], lenience=None, c: float = 0.05,
-                  mc: int = 0, seed: int = 0) -> dict:
-  """All exact numbers for one Markov pair, as a plain dict (used by the CLI and the demo)."""
+                  mc: int = 0, seed: int = 0, verifications=("token",)) -> dict:
+  """All exact numbers for one Markov pair, as a plain dict (used by the CLI and the demo).
+
+  Token verification's numbers are always there (``tau_exact``, ...); with
+  ``"block" in verifications`` each gamma also gets block verification's
+  (``tau_exact_block``, ``expected_target_calls_block``,
+  ``expected_accepted_block``, ``speedup_exact_block``, Monte Carlo with
+  ``_block``) and ``block_gain = tau_exact_block / tau_exact - 1``.
+  """
   import jax
   import numpy as np
 
@@ -123,6 +157,9 @@ def markov_report(p, q, max_len: int, gammas: list[int], lenience=None, c: float
 
   seq = mk.sequence_stats(p, q, max_len)
   alpha = float(seq.alpha)
+  if "block" in verifications and lenience is not None:
+    raise ValueError("--lenience is defined for token verification only: drop it or drop 'block'"
+                     " from --verification")
   rows = []
   for gamma in gammas:
     sd = mk.sd_stats(p, q, max_len, gamma, lenience)
@@ -145,6 +182,8 @@ def markov_report(p, q, max_len: int, gammas: list[int], lenience=None, c: float
       row["tau_monte_carlo"] = float(length.mean() / calls.mean())
       row["target_calls_monte_carlo"] = float(calls.mean())
       row["target_calls_monte_carlo_se"] = float(calls.std() / np.sqrt(mc))
+    if "block" in verifications:
+      row.update(_block_row(p, q, max_len, gamma, c, mc, seed, tau))
     rows.append(row)
   best = block.best_gamma(alpha, c)
   return {
@@ -152,6 +191,7 @@ def markov_report(p, q, max_len: int, gammas: list[int], lenience=None, c: float
       "max_len": max_len,
       "eos": p.eos,
       "lenience": None if lenience is None else str(lenience),
+      "verifications": list(verifications),
       "c": c,
       "alpha": alpha,
       "expected_len_p": float(seq.expected_len),
@@ -162,6 +202,120 @@ def markov_report(p, q, max_len: int, gammas: list[int], lenience=None, c: float
       "best_speedup_iid": float(best.speedup),
       "per_gamma": rows,
   }
+
+
+def _block_row(p, q, max_len: int, gamma: int, c: float, mc: int, seed: int,
+               tau_token: float) -> dict:
+  """Block verification's exact (and Monte Carlo) numbers for one gamma, ``_block``-suffixed."""
+  import jax
+  import numpy as np
+
+  from dspec_theory import block, markov as mk, sampler
+
+  sd = mk.sd_stats(p, q, max_len, gamma, verification="block")
+  tau = float(sd.block_efficiency)
+  row = {
+      "tau_exact_block": tau,
+      "expected_target_calls_block": float(sd.expected_target_calls),
+      "expected_accepted_block": float(sd.expected_accepted),
+      "speedup_exact_block": float(block.speedup_from_tau(tau, gamma, c)),
+      "block_gain": tau / tau_token - 1.0,
+  }
+  if mc:
+    res = sampler.simulate_markov(p, q, max_len, gamma, key=jax.random.key(seed + 1000 * gamma),
+                                  num_samples=mc, verification="block")
+    calls = np.asarray(res.target_calls, np.float64)
+    row["tau_monte_carlo_block"] = float(np.asarray(res.length, np.float64).mean() / calls.mean())
+    row["target_calls_monte_carlo_block"] = float(calls.mean())
+    row["target_calls_monte_carlo_se_block"] = float(calls.std() / np.sqrt(mc))
+  return row
+
+
+def block_gain_report(vocab: int, max_len: int, gammas: list[int], strengths: list[float],
+                      seeds: int, mean_length: float | None = 8.0,
+                      concentration: float = 0.5) -> dict:
+  """Exact gain of block over token verification across draft quality and gamma.
+
+  For each draft noise scale ``s`` (:func:`dspec_theory.markov.perturbed_markov_lm`)
+  and seed, a random target (V tokens, EOS 0) and its perturbed draft give
+  the exact ``alpha`` (Eq. 1) and, per gamma, the exact block efficiencies of
+  token and block verification (:func:`dspec_theory.markov.sd_stats`).
+  ``gain = tau_block / tau_token - 1``.
+
+  Returns:
+    ``{"settings": ..., "pairs": [per pair: strength, seed, alpha, per-gamma
+    taus and gains], "summary": [per strength: mean alpha, per gamma mean /
+    min / max gain]}``.
+  """
+  import jax
+  import numpy as np
+
+  from dspec_theory import markov as mk
+
+  if seeds < 1:
+    raise ValueError(f"--seeds must be >= 1; got {seeds}")
+  if not strengths or min(strengths) < 0:
+    raise ValueError(f"--strengths must be numbers >= 0; got {strengths}")
+  pairs = []
+  for strength in strengths:
+    for seed in range(seeds):
+      k1, k2 = jax.random.split(jax.random.key(seed))
+      p = mk.random_markov_lm(k1, vocab, 0, concentration=concentration, mean_length=mean_length)
+      q = mk.perturbed_markov_lm(k2, p, strength)
+      entry = {"strength": strength, "seed": seed,
+               "alpha": float(mk.sequence_stats(p, q, max_len).alpha), "per_gamma": []}
+      for gamma in gammas:
+        tok = float(mk.sd_stats(p, q, max_len, gamma).block_efficiency)
+        blk = float(mk.sd_stats(p, q, max_len, gamma, verification="block").block_efficiency)
+        entry["per_gamma"].append({"gamma": gamma, "tau_token": tok, "tau_block": blk,
+                                   "gain": blk / tok - 1.0})
+      pairs.append(entry)
+  summary = []
+  for strength in strengths:
+    group = [e for e in pairs if e["strength"] == strength]
+    row = {"strength": strength, "mean_alpha": float(np.mean([e["alpha"] for e in group])),
+           "per_gamma": []}
+    for i, gamma in enumerate(gammas):
+      gains = [e["per_gamma"][i]["gain"] for e in group]
+      row["per_gamma"].append({"gamma": gamma, "mean_gain": float(np.mean(gains)),
+                               "min_gain": float(np.min(gains)), "max_gain": float(np.max(gains))})
+    summary.append(row)
+  return {"settings": {"vocab_size": vocab, "max_len": max_len, "gammas": list(gammas),
+                       "strengths": list(strengths), "seeds": seeds, "mean_length": mean_length,
+                       "concentration": concentration},
+          "pairs": pairs, "summary": summary}
+
+
+def run_block_gain(args) -> int:
+  from dspec_cli._table import dumps, format_table
+
+  _enable_x64()
+  gammas = parse_gammas(args.gamma)
+  try:
+    strengths = [float(x) for x in args.strengths.split(",") if x.strip()]
+  except ValueError:
+    raise ValueError(f"--strengths must be comma-separated numbers; got {args.strengths!r}") from None
+  if args.max_len < 1:
+    raise ValueError(f"--max-len must be >= 1; got {args.max_len}")
+  if args.vocab < 2:
+    raise ValueError(f"--vocab must be >= 2; got {args.vocab}")
+  report = block_gain_report(args.vocab, args.max_len, gammas, strengths, args.seeds,
+                             args.mean_length, args.concentration)
+  if args.json:
+    print(dumps(report))
+    return 0
+  st = report["settings"]
+  print(f"Exact gain of block over token verification, tau_block / tau_token - 1 (percent):"
+        f" V={st['vocab_size']}, T={st['max_len']}, {st['seeds']} random pairs per draft noise"
+        f" scale; mean [min, max] over pairs")
+  headers = ["noise", "mean alpha"] + [f"gamma={g}" for g in gammas]
+  rows = []
+  for row in report["summary"]:
+    rows.append([row["strength"], row["mean_alpha"]] + [
+        f"{100 * c['mean_gain']:.2f} [{100 * c['min_gain']:.2f}, {100 * c['max_gain']:.2f}]"
+        for c in row["per_gamma"]])
+  print(format_table(headers, rows))
+  return 0
 
 
 def _enable_x64() -> None:
@@ -192,7 +346,12 @@ def run_markov(args) -> int:
   if args.save:
     np.savez(args.save, p_init=np.asarray(p.init), p_trans=np.asarray(p.trans),
              q_init=np.asarray(q.init), q_trans=np.asarray(q.trans), eos=p.eos)
-  report = markov_report(p, q, args.max_len, gammas, lenience, args.c, args.mc, args.seed)
+  verifications = parse_verifications(args.verification)
+  if "block" in verifications and lenience is not None:
+    raise ValueError("--lenience is defined for token verification only: drop it or drop 'block'"
+                     " from --verification")
+  report = markov_report(p, q, args.max_len, gammas, lenience, args.c, args.mc, args.seed,
+                         verifications)
   if args.json:
     print(dumps(report))
     return 0
@@ -216,6 +375,27 @@ def run_markov(args) -> int:
       row += [r["tau_monte_carlo"],
               f"{r['target_calls_monte_carlo']:.4f} +- {r['target_calls_monte_carlo_se']:.4f}"]
     rows.append(row)
+  if "block" in report["verifications"]:
+    only_block = report["verifications"] == ["block"]
+    if only_block:
+      headers, rows = ["gamma"], [[r["gamma"]] for r in report["per_gamma"]]
+    else:
+      headers = headers + ["tau block", "block gain"]
+      rows = [row + [r["tau_exact_block"], f"{100 * r['block_gain']:+.2f}%"]
+              for row, r in zip(rows, report["per_gamma"])]
+    headers = headers + (["tau block", "E[calls] block", f"speedup block(c={report['c']:g})"]
+                         if only_block else ["E[calls] block"])
+    for row, r in zip(rows, report["per_gamma"]):
+      if only_block:
+        row += [r["tau_exact_block"], r["expected_target_calls_block"], r["speedup_exact_block"]]
+      else:
+        row += [r["expected_target_calls_block"]]
+      if args.mc:
+        row += [r["tau_monte_carlo_block"],
+                f"{r['target_calls_monte_carlo_block']:.4f} +- "
+                f"{r['target_calls_monte_carlo_se_block']:.4f}"]
+    if args.mc:
+      headers += ["tau MC block", "calls MC block +- se"]
   print(format_table(headers, rows))
   from dspec_cli.theory_counters import format_markov_positions
 

@@ -12,7 +12,13 @@ block).  One loop iteration is one block for every unfinished row:
 3. **Accept/reject** with :func:`dspec_theory.sampler.speculative_step`
    (vmapped over rows, one key per row): ``n`` accepted drafts, then one token
    from the residual ``norm(max(0, p_n - q_n))`` or the bonus ``p_n``; lossy
-   lenience ``f(p, eps)`` goes to the sampler.
+   lenience ``f(p, eps)`` goes to the sampler.  With ``verification="block"``
+   the sampler verifies the drafts jointly (Sun et al., ICLR 2025; lossless,
+   no lenience; conventions in :mod:`dspec_theory.sampler`): ``n`` is then the
+   kept prefix and the token after it comes from ``norm(max(w_n p_n - q_n, 0))``
+   or is the bonus token.  The records keep their definitions (``rejected``
+   counts blocks that kept fewer than ``num_draft`` drafts); under block
+   verification ``alpha_tested`` is no longer a per-token acceptance rate.
 4. **Append** ``n + 1`` tokens, cut at EOS (the models' ``config.eos_id``) or ``max_new_tokens``.
 5. **Roll back** both caches to the accepted length: only the per-row cache
    lengths change (:func:`dspec_models.lm.rollback`).
@@ -67,6 +73,7 @@ from dspec_models import cache as kv
 from dspec_models import lm
 from dspec_models.configs import ModelConfig
 from dspec_theory.lenience import parse_lenience
+from dspec_theory.validation import check_verification
 from dspec_theory.sampler import probs_from_logits, speculative_step
 
 Array = jax.Array
@@ -267,7 +274,8 @@ def _draft_block(draft_config, draft_params, state: _SDLoop, key: Array, gamma: 
 
 
 def _sd_block(target_config, draft_config, gamma, temperature, lenience, max_new_tokens,
-              target_params, draft_params, state: _SDLoop) -> _SDLoop:
+              target_params, draft_params, state: _SDLoop, *,
+              verification: str = "token") -> _SDLoop:
   key, k_draft, k_verify = jax.random.split(state.key, 3)
   active = ~state.done
   remaining = max_new_tokens - state.lengths
@@ -287,7 +295,8 @@ def _sd_block(target_config, draft_config, gamma, temperature, lenience, max_new
   p = probs_from_logits(t_logits, temperature)
 
   def step(k, dt, dq, tp, nd):
-    return speculative_step(k, dt, dq, tp, lenience=lenience, num_draft=nd)
+    return speculative_step(k, dt, dq, tp, lenience=lenience, num_draft=nd,
+                            verification=verification)
 
   row_keys = jax.random.split(k_verify, drafts.shape[0])
   result = jax.vmap(step)(row_keys, drafts, q, p, num_draft)
@@ -339,10 +348,12 @@ def _sd_block(target_config, draft_config, gamma, temperature, lenience, max_new
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "target_config", "draft_config", "gamma", "temperature", "lenience", "max_new_tokens",
+    "target_config", "draft_config", "gamma", "temperature", "lenience", "verification",
+    "max_new_tokens",
     "batch_size"))
 def _speculative_generate_jit(target_params, draft_params, inputs, key, *, target_config,
                               draft_config, gamma, temperature, lenience, max_new_tokens,
+                              verification="token",
                               batch_size):
   t_state, last = lm.init_decode_state(
       target_config, target_params, inputs, batch_size=batch_size,
@@ -359,7 +370,8 @@ def _speculative_generate_jit(target_params, draft_params, inputs, key, *, targe
       target_calls=zeros, draft_calls=zeros, drafted=zeros, accepted=zeros, rejected=zeros,
       acc_hist=hist, draft_hist=hist, iteration=jnp.int32(0))
   body = functools.partial(_sd_block, target_config, draft_config, gamma, temperature,
-                           lenience, max_new_tokens, target_params, draft_params)
+                           lenience, max_new_tokens, target_params, draft_params,
+                           verification=verification)
   final = jax.lax.while_loop(lambda s: jnp.any(~s.done), body, init)
   return _finalize(final.out, final.lengths, final.target_calls, final.draft_calls,
                    final.drafted, final.accepted, final.rejected, final.acc_hist,
@@ -368,8 +380,8 @@ def _speculative_generate_jit(target_params, draft_params, inputs, key, *, targe
 
 def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: int,
                          temperature: float, key: Array, max_new_tokens: int,
-                         lenience: Any = None, batch_size: Optional[int] = None
-                         ) -> GenerationResult:
+                         lenience: Any = None, batch_size: Optional[int] = None,
+                         verification: str = "token") -> GenerationResult:
   """Speculative decoding (Algorithm A.1) of ``target`` with ``draft``, batched.
 
   Lossless (``lenience=None``) the output sequences are distributed exactly as
@@ -385,7 +397,10 @@ def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: 
     temperature: ``T >= 0`` for both models; ``0`` = greedy.
     key: PRNG key.
     max_new_tokens: maximum generated tokens per row (``T`` of the paper).
-    lenience: None (lossless) or a lenience spec (``"sq:0.5"``, ``("exp", 0.3)``).
+    lenience: None (lossless) or a lenience spec (``"sq:0.5"``, ``("exp", 0.3)``);
+      token verification only.
+    verification: ``"token"`` (Algorithm A.1, default) or ``"block"`` (block
+      verification, Sun et al. 2025; lossless).
     batch_size: rows when ``inputs`` is None.
 
   Returns:
@@ -407,6 +422,7 @@ def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: 
   max_new_tokens = _check_positive_int("max_new_tokens", max_new_tokens)
   temperature = _check_temperature(temperature)
   lenience = parse_lenience(lenience)
+  verification = check_verification(verification, lenience)
   if lenience is not None:
     lenience = (lenience.kind, float(lenience.eps))
   if d_config.is_encoder_decoder and inputs is None:
@@ -414,7 +430,7 @@ def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: 
   inputs, batch_size = _prepare_inputs(t_config, inputs, batch_size)
   return _speculative_generate_jit(
       t_params, d_params, inputs, key, target_config=t_config, draft_config=d_config,
-      gamma=gamma, temperature=temperature, lenience=lenience,
+      gamma=gamma, temperature=temperature, lenience=lenience, verification=verification,
       max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 

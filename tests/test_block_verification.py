@@ -280,3 +280,43 @@ def test_step_invalid_traced_num_draft_returns_marker():
     with pytest.raises(ValueError, match="num_draft"):
       S.speculative_step(jax.random.key(0), jnp.array([1, 1]), q, p, num_draft=7,
                          verification=verification)
+
+
+# ---------------------------------------------------------------------------
+# CLI: dspec theory markov --verification, dspec theory block-gain.
+
+
+def test_cli_markov_token_and_block_side_by_side(capsys):
+  import json
+
+  from dspec_cli.main import main
+
+  assert main(["theory", "markov", "--vocab", "4", "--max-len", "6", "--gamma", "3", "--seed", "2",
+               "--verification", "token,block", "--json"]) == 0
+  report = json.loads(capsys.readouterr().out)
+  for row in report["per_gamma"]:
+    assert row["tau_exact_block"] >= row["tau_exact"] - 1e-12
+    assert row["block_gain"] == pytest.approx(row["tau_exact_block"] / row["tau_exact"] - 1)
+  assert main(["theory", "markov", "--vocab", "4", "--max-len", "6", "--gamma", "2",
+               "--verification", "token,block"]) == 0
+  assert "block gain" in capsys.readouterr().out
+  assert main(["theory", "markov", "--verification", "block", "--lenience", "sq:0.5"]) == 2
+  assert "token verification only" in capsys.readouterr().err
+  assert main(["theory", "markov", "--verification", "tree"]) == 2
+
+
+def test_cli_block_gain_study(capsys):
+  import json
+
+  from dspec_cli.main import main
+
+  assert main(["theory", "block-gain", "--vocab", "3", "--max-len", "6", "--gamma", "3",
+               "--strengths", "0.5,2", "--seeds", "2", "--json"]) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert len(report["pairs"]) == 4
+  for pair in report["pairs"]:
+    g1 = pair["per_gamma"][0]
+    assert g1["gain"] == pytest.approx(0.0, abs=1e-12)  # gamma = 1: the same rule
+    for cell in pair["per_gamma"]:
+      assert cell["gain"] >= -1e-12
+  assert main(["theory", "block-gain", "--seeds", "0"]) == 2
