@@ -386,6 +386,29 @@ def hybrid_spec(kl_scale: float = DEFAULT_KL_SCALE, kl_decay: float = DEFAULT_KL
   return str(ObjectiveSpec("hybrid", _check_hybrid(kl_scale, kl_decay)))
 
 
+def with_hybrid_constants(spec: Any, kl_scale: Any = None, kl_decay: Any = None) -> str:
+  """``spec``'s canonical name, with the hybrid's constants replaced where given.
+
+  For command-line flags such as ``--kl-scale``/``--kl-decay``, which only
+  make sense with ``hybrid``.
+
+  Example:
+    >>> with_hybrid_constants("hybrid", kl_decay=1.0), with_hybrid_constants("tvd")
+    ('hybrid:1,1', 'tvd')
+
+  Raises:
+    ValueError: constants given for another objective (or none), or out of range.
+  """
+  if kl_scale is None and kl_decay is None:
+    return str(parse_objective(spec))
+  if spec is None or parse_objective(spec).kind != "hybrid":
+    raise ValueError(f"kl_scale/kl_decay apply to the 'hybrid' divergence only; got divergence "
+                     f"{spec!r}")
+  scale, decay = parse_objective(spec).params
+  return hybrid_spec(scale if kl_scale is None else kl_scale,
+                     decay if kl_decay is None else kl_decay)
+
+
 def objective_from_logits(spec: Any) -> Callable[..., Array]:
   """``fn(p_logits, q_logits, where=None) -> [...]`` for any divergence or objective name.
 

@@ -274,6 +274,18 @@ def test_parse_objective_errors(bad, word):
     o.parse_objective(bad)
 
 
+def test_with_hybrid_constants():
+  assert o.with_hybrid_constants("hybrid", 0.5, 2.0) == "hybrid:0.5,2"
+  assert o.with_hybrid_constants("hybrid:0.3,4", kl_decay=1.0) == "hybrid:0.3,1"
+  assert o.with_hybrid_constants("jsd") == "jsd:0.5"
+  with pytest.raises(ValueError, match="hybrid"):
+    o.with_hybrid_constants("tvd", kl_scale=0.5)
+  with pytest.raises(ValueError, match="hybrid"):
+    o.with_hybrid_constants(None, kl_decay=1.0)
+  with pytest.raises(ValueError, match="kl_scale"):
+    o.with_hybrid_constants("hybrid", kl_scale=2.0)
+
+
 def test_bad_inputs_raise_value_errors():
   with pytest.raises(ValueError, match="q_logits"):
     o.neg_log_acceptance_from_logits([0.0, 0.0], [0.0, np.nan])
