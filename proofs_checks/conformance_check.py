@@ -1,9 +1,11 @@
 """Check 11: the sampler conformance checker on the project's sampler and on broken ones.
 
 :func:`dspec_theory.conformance.check_sampler` must accept the project's
-sampler (lossless, and lossy against the exact lossy law) and a correct
-re-implementation, and must reject both deliberately broken samplers of
-:mod:`proofs_checks.broken_samplers` on every seed tried.
+sampler (lossless, and lossy against the exact lossy law), its block
+verification (Sun et al., ICLR 2025) and a correct re-implementation, and
+must reject the deliberately broken samplers of
+:mod:`proofs_checks.broken_samplers` -- including block verification ported
+with the token-level rule and the unadjusted residual -- on every seed tried.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from proofs_checks.runner import Context, Outcome
 
 
 def check_conformance(ctx: Context) -> Outcome:
-  from dspec_theory.conformance import check_sampler, reference_step
+  from dspec_theory.conformance import block_reference_step, check_sampler, reference_step
   from proofs_checks import broken_samplers as broken
 
   led = Ledger()
@@ -35,11 +37,20 @@ def check_conformance(ctx: Context) -> Outcome:
               f" smallest Holm p = {min(t.adjusted_p for t in rep.tests):.3g}")
     if lenience is None:
       tables.append(("dspec_theory.conformance:reference_step (lossless)", rep))
+  rep = check_sampler(block_reference_step, seed=ctx.seed, verification="block", **main)
+  led.check(rep.passed, "project sampler with block verification conforms: lossless (target law)",
+            f"{len(rep.tests)} tests, N = {rep.num_samples} decodes per (case, gamma),"
+            f" smallest Holm p = {min(t.adjusted_p for t in rep.tests):.3g}")
+  tables.append(("dspec_theory.conformance:block_reference_step (block verification)", rep))
   rep = check_sampler(broken.correct_step, seed=ctx.seed, **common)
   led.check(rep.passed, "control: the broken samplers' code path with both bugs fixed conforms")
   for name, fn in (("argmax_draft_step", broken.argmax_draft_step),
-                   ("resample_from_target_step", broken.resample_from_target_step)):
-    reps = [check_sampler(fn, seed=ctx.seed + s, **main) for s in seeds]
+                   ("resample_from_target_step", broken.resample_from_target_step),
+                   ("block_token_rule_step", broken.block_token_rule_step)):
+    # The block port coincides with the correct rule at gamma = 1: test it at gamma >= 2.
+    block_gammas = (2,) if ctx.quick else (2, 3)
+    settings = dict(main, gammas=block_gammas) if name == "block_token_rule_step" else main
+    reps = [check_sampler(fn, seed=ctx.seed + s, **settings) for s in seeds]
     tables.append((f"proofs_checks.broken_samplers:{name} (seed {ctx.seed + seeds[0]})", reps[0]))
     rejecting = [sum(t.reject for t in r.tests) for r in reps]
     led.check(all(not r.passed for r in reps), f"broken sampler {name} is rejected on every seed tried",
@@ -52,7 +63,8 @@ def check_conformance(ctx: Context) -> Outcome:
             "the check distinguishes the lossy law from the target law")
   for title, r in tables:
     led.section(f"**{title}**\n\n```\n{r.table()}\n```")
-  return led.outcome("project sampler passes (lossless + lossy); both broken samplers caught on every seed")
+  return led.outcome("project sampler passes (lossless + lossy, token and block verification);"
+                     " every broken sampler caught on every seed")
 
 
 def _lossy_sq05(key, target, draft, context, gamma):

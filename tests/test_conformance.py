@@ -44,6 +44,22 @@ def test_broken_samplers_are_caught_on_every_seed(step, seed):
   assert not rep.passed, rep.table()
 
 
+def test_block_reference_sampler_is_lossless():
+  rep = cf.check_sampler(cf.block_reference_step, seed=0, verification="block", **FAST)
+  assert rep.passed, rep.table()
+  assert "block verification" in rep.table()
+  # reference_step with its verification parameter set by the checker: the same law.
+  rep = cf.check_sampler(cf.reference_step, seed=1, verification="block", **FAST)
+  assert rep.passed and rep.verification == "block", rep.table()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_broken_block_port_is_caught_on_every_seed(seed):
+  """Block verification with the token-level rule and the unadjusted residual."""
+  rep = cf.check_sampler(broken.block_token_rule_step, seed=seed, verification="block", **FAST)
+  assert not rep.passed, rep.table()
+
+
 def test_correct_control_passes():
   rep = cf.check_sampler(broken.correct_step, seed=2, **FAST)
   assert rep.passed, rep.table()
@@ -172,3 +188,10 @@ def test_cli_exit_codes(capsys):
   assert _cli(["check-sampler", "proofs_checks.broken_samplers:resample_from_target_step",
                "--gammas", "2", "--min-effect", "0.1"]) == 1
   assert "REJECT" in capsys.readouterr().out
+  assert _cli(["check-sampler", "dspec_theory.conformance:block_reference_step", "--gammas", "2",
+               "--min-effect", "0.1", "--verification", "block"]) == 0
+  assert _cli(["check-sampler", "proofs_checks.broken_samplers:block_token_rule_step",
+               "--gammas", "2", "--min-effect", "0.1", "--verification", "block"]) == 1
+  with pytest.raises(ValueError, match="lenience is defined for verification='token' only"):
+    _cli(["check-sampler", "dspec_theory.conformance:reference_step", "--verification", "block",
+          "--lenience", "sq:0.5"])
