@@ -15,10 +15,15 @@ def add_parser(subparsers) -> None:
                   "2: bad input (module, signature, flags); 4: the sampler raised.",
   )
   parser.add_argument("sampler", metavar="MODULE:FUNCTION",
-                      help="e.g. dspec_theory.conformance:reference_step")
+                      help="e.g. dspec_theory.conformance:reference_step (token verification) or"
+                           " dspec_theory.conformance:block_reference_step (block verification)")
   parser.add_argument("--lenience", default=None,
                       help="the lossy law the sampler claims, e.g. 'sq:0.5' (default: lossless);"
                            " passed to the function if it has a 'lenience' parameter")
+  parser.add_argument("--verification", choices=("token", "block"), default="token",
+                      help="the verification the sampler claims (block: Sun et al. 2025; the law"
+                           " tested is still the target's); passed to the function if it has a"
+                           " 'verification' parameter; 'block' with --lenience is an error")
   parser.add_argument("--gammas", default="1,3", help="block sizes to test (default 1,3)")
   parser.add_argument("--max-len", type=int, default=3, help="decoded length T (default 3)")
   parser.add_argument("--alpha", type=float, default=0.01,
@@ -41,13 +46,18 @@ def _run(args) -> int:
     gammas = tuple(int(g) for g in args.gammas.split(",") if g.strip())
   except ValueError:
     raise ValueError(f"--gammas must be comma-separated integers; got {args.gammas!r}") from None
+  from dspec_theory.lenience import parse_lenience
+  from dspec_theory.validation import check_verification
+
+  check_verification(args.verification, parse_lenience(args.lenience))  # before any decoding
   step = _load(args.sampler)
   print(f"checking {args.sampler} ...", flush=True)
   try:
     report = check_sampler(
         step, lenience=args.lenience, gammas=gammas, max_len=args.max_len, alpha=args.alpha,
         power=args.power, min_effect=args.min_effect, num_samples=args.samples, seed=args.seed,
-        vectorized=False if args.no_vmap else None, progress=True)
+        vectorized=False if args.no_vmap else None, progress=True,
+        verification=args.verification)
   except Exception as err:  # noqa: BLE001 -- the sampler's own failure, not a verdict
     import sys
 
