@@ -56,7 +56,7 @@ def test_gguf_logits_agree_with_transformers(ours):
   cfg, params, tok = ours
   path = resolve_pretrained("smollm2-135m")
   model = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(path), gguf_file=os.path.basename(path), torch_dtype=torch.float32)
+      os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32)
   text = " ".join(e["inputs"] for e in
                   corpora.task_spec("dspec_summarize_debian").examples("test")[:6])
   ids = [cfg.bos_id] + encode(tok, text)[:255]
@@ -82,7 +82,7 @@ def test_exported_draft_loads_in_transformers(ours, tmp_path):
   cfg, params, tok = ours
   d_cfg, d_params = truncated_draft(cfg, params, 4)
   out = export_pretrained(str(tmp_path / "draft"), d_cfg, d_params, tok)
-  model = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32)
+  model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
   ids = [cfg.bos_id] + encode(tok, "The quick brown fox jumps over the lazy dog.")
   np.testing.assert_allclose(_our_logits(d_cfg, d_params, ids), _hf_logits(model, ids),
                              atol=1e-3, rtol=0)

@@ -21,13 +21,10 @@ the SD engine, training and distillation take pretrained models unchanged.  Its
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
 from typing import Any, Optional
-
-import numpy as np
 
 from dspec_models.configs import ModelConfig
 from dspec_models.pretrained import hf as hf_lib
