@@ -72,6 +72,7 @@ import numpy as np
 from dspec_models import cache as kv
 from dspec_models import lm
 from dspec_models.configs import ModelConfig
+from dspec_theory import validation as v
 from dspec_theory.lenience import parse_lenience
 from dspec_theory.validation import check_verification
 from dspec_theory.sampler import probs_from_logits, speculative_step
@@ -133,27 +134,11 @@ def _unpack_model(name: str, model: Any) -> tuple[ModelConfig, Any]:
   return config, params
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"{name} must be an int >= 1; got {value!r}")
-  return int(value)
-
-
-def _check_temperature(temperature: Any) -> float:
-  try:
-    t = float(temperature)
-  except (TypeError, ValueError):
-    raise ValueError(f"temperature must be a number >= 0; got {temperature!r}") from None
-  if not np.isfinite(t) or t < 0:
-    raise ValueError(f"temperature must be finite and >= 0; got {temperature!r}")
-  return t
-
-
 def _prepare_inputs(config: ModelConfig, inputs: Any, batch_size: Optional[int]):
   if inputs is None:
     if config.is_encoder_decoder:
       raise ValueError("inputs [B, Lin] are required for an encoder_decoder model")
-    return None, _check_positive_int("batch_size", batch_size)
+    return None, v.check_int("batch_size", batch_size, 1)
   arr = np.asarray(inputs)
   if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
     raise ValueError(f"inputs must be an int array [batch, length]; got {arr.dtype} {arr.shape}")
@@ -418,9 +403,9 @@ def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: 
   if t_config.vocab_size != d_config.vocab_size:
     raise ValueError(f"draft vocab_size {d_config.vocab_size} differs from the target's "
                      f"{t_config.vocab_size}")
-  gamma = _check_positive_int("gamma", gamma)
-  max_new_tokens = _check_positive_int("max_new_tokens", max_new_tokens)
-  temperature = _check_temperature(temperature)
+  gamma = v.check_int("gamma", gamma, 1)
+  max_new_tokens = v.check_int("max_new_tokens", max_new_tokens, 1)
+  temperature = v.check_temperature(temperature)
   lenience = parse_lenience(lenience)
   verification = check_verification(verification, lenience)
   if lenience is not None:
@@ -498,8 +483,8 @@ def autoregressive_generate(model: Any, inputs: Any = None, *, temperature: floa
       :func:`speculative_generate`.
   """
   config, params = _unpack_model("model", model)
-  max_new_tokens = _check_positive_int("max_new_tokens", max_new_tokens)
-  temperature = _check_temperature(temperature)
+  max_new_tokens = v.check_int("max_new_tokens", max_new_tokens, 1)
+  temperature = v.check_temperature(temperature)
   inputs, batch_size = _prepare_inputs(config, inputs, batch_size)
   return _autoregressive_generate_jit(params, inputs, key, config=config,
                                       temperature=temperature,

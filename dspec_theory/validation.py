@@ -153,8 +153,6 @@ def check_probabilities(
   arr, rows = _vocab_rows(name, x, where)
   if rows is None:
     return arr
-  if np.isnan(rows).any():
-    raise ValueError(f"{name} contains NaN")
   if np.isinf(rows).any():
     raise ValueError(f"{name} contains an infinite entry")
   if (rows < 0).any():
@@ -175,7 +173,7 @@ def _vocab_rows(name: str, x: Any, where: Any) -> tuple[jax.Array, np.ndarray | 
   """Shape checks for ``[..., V]`` inputs; returns the array and its unmasked rows.
 
   The rows are ``None`` when there is nothing to check by value (a traced
-  array, or every row masked).
+  array, or every row masked); rows holding NaN raise here.
   """
   arr = as_float_array(name, x)
   if arr.ndim == 0:
@@ -189,6 +187,8 @@ def _vocab_rows(name: str, x: Any, where: Any) -> tuple[jax.Array, np.ndarray | 
   values = np.asarray(arr)
   mask = _row_mask(where, arr.shape[:-1]) if is_concrete(where) else None
   rows = values if mask is None else values[mask]
+  if rows.size and np.isnan(rows).any():
+    raise ValueError(f"{name} contains NaN")
   return arr, (rows if rows.size else None)
 
 
@@ -197,8 +197,6 @@ def check_logits(name: str, x: Any, *, where: Any = None) -> jax.Array:
   arr, rows = _vocab_rows(name, x, where)
   if rows is None:
     return arr
-  if np.isnan(rows).any():
-    raise ValueError(f"{name} contains NaN")
   if np.isposinf(rows).any():
     raise ValueError(f"{name} contains +inf")
   if np.isneginf(rows).all(axis=-1).any():

@@ -48,10 +48,25 @@ def _sd_series(records: list[dict], temperature: float, gamma: int, field: str
   return xs, ys
 
 
-def _save(fig, path: Path) -> None:
+def _finish(ax, xlabel: str, ylabel: str, title: str, *, legend: bool = True, **kwargs) -> None:
+  """Axis labels, title, grid and (with ``legend``) the legend of one panel."""
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  if legend:
+    ax.legend(**kwargs)
+
+
+def _save(fig, path: Path) -> Path:
+  """Lays out, writes (creating the folder) and closes ``fig``; returns ``path``."""
+  import matplotlib.pyplot as plt
+
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
 
 
 def plot_run(run_dir: Path | str) -> list[Path]:
@@ -79,27 +94,16 @@ def plot_run(run_dir: Path | str) -> list[Path]:
     xs, ys = _series(evals, "heldout_divergence")
     if xs:
       ax.plot(xs, ys, "s-", label="held-out distillation divergence", lw=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(f"{title}: loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    _save(fig, out_dir / "loss.png")
-    plt.close(fig)
-    written.append(out_dir / "loss.png")
+    _finish(ax, "step", "loss", f"{title}: loss")
+    written.append(_save(fig, out_dir / "loss.png"))
 
   xs, ys = _series(evals, "score")
   if xs:
     metric = next((r.get("metric") for r in evals if r.get("metric")), "score")
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(xs, ys, "o-")
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{title}: task score ({metric})")
-    ax.grid(alpha=0.3)
-    _save(fig, out_dir / "eval.png")
-    plt.close(fig)
-    written.append(out_dir / "eval.png")
+    _finish(ax, "step", metric, f"{title}: task score ({metric})", legend=False)
+    written.append(_save(fig, out_dir / "eval.png"))
 
   cells = {(float(c["temperature"]), int(c["gamma"])) for r in evals
            for c in (r.get("sd") or {}).values()}
@@ -132,11 +136,8 @@ def plot_run(run_dir: Path | str) -> list[Path]:
         if xs:
           ax.plot(xs, ys, "g:", label="proxy: argmax agreement along reference outputs")
       ax.set_ylim(0.0, 1.0)
-      ax.set_xlabel("step")
-      ax.set_ylabel("acceptance rate")
-      ax.set_title(f"{title}: acceptance at T={t:g}")
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize=7, loc="lower right")
+      _finish(ax, "step", "acceptance rate", f"{title}: acceptance at T={t:g}", fontsize=7,
+              loc="lower right")
     if has_eps:
       ax = axes[0][-1]
       xs, ys = _series(evals, "eps_on_policy")
@@ -145,14 +146,8 @@ def plot_run(run_dir: Path | str) -> list[Path]:
              if isinstance(r.get("mean_T_over_Lp"), (int, float)) and r.get("max_len")]
       if pts:
         ax.plot(*zip(*pts), "r--", label="eps needed for a non-vacuous bound, 1/(T E[T/L_p])")
-      ax.set_xlabel("step")
-      ax.set_ylabel("eps")
-      ax.set_title(f"{title}: on-policy TVD (Theorem 4.1)")
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize=7)
-    _save(fig, out_dir / "acceptance.png")
-    plt.close(fig)
-    written.append(out_dir / "acceptance.png")
+      _finish(ax, "step", "eps", f"{title}: on-policy TVD (Theorem 4.1)", fontsize=7)
+    written.append(_save(fig, out_dir / "acceptance.png"))
 
     fig, axes = plt.subplots(1, len(temps), figsize=(6 * len(temps), 4.2), squeeze=False)
     for ax, t in zip(axes[0], temps):
@@ -165,12 +160,7 @@ def plot_run(run_dir: Path | str) -> list[Path]:
           ax.plot(xs, ys, "--", color=color, label=f"tau(alpha_eq3), gamma={g} (Figure 3c axis)")
         xs, ys = _sd_series(evals, t, g, "tau_geometric_of_per_token_acceptance")
         ax.plot(xs, ys, ":", color=color, label=f"tau(measured per-token alpha), gamma={g}")
-      ax.set_xlabel("step")
-      ax.set_ylabel("block efficiency tau (ratio of totals)")
-      ax.set_title(f"{title}: tau at T={t:g}")
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize=7)
-    _save(fig, out_dir / "tau.png")
-    plt.close(fig)
-    written.append(out_dir / "tau.png")
+      _finish(ax, "step", "block efficiency tau (ratio of totals)", f"{title}: tau at T={t:g}",
+              fontsize=7)
+    written.append(_save(fig, out_dir / "tau.png"))
   return written
