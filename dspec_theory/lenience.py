@@ -56,23 +56,67 @@ def _checked(p: Any, eps: Any, value: Any) -> jax.Array:
 
 
 def f_lin(p: Any, eps: Any) -> jax.Array:
-  """``f_lin(p, eps) = p / eps`` (section 4). Example: ``f_lin(0.1, 0.5) -> 0.2``.
+  """Linear lenience ``f_lin(p, eps) = p / eps`` (section 4; Algorithm A.1; D.3.1).
+
+  Lossy SD accepts a draft ``x ~ q`` with probability ``min(1, f(p(x), eps) /
+  q(x))``; ``eps = 1`` is lossless, smaller ``eps`` accepts more.
+
+  Args:
+    p: target probabilities in [0, 1], any shape.
+    eps: lenience in (0, 1] (scalar or broadcastable with ``p``).
+
+  Returns:
+    ``p / eps`` with the broadcast shape (may exceed 1: only ``min(q, f)``
+    is used).
 
   Bad ``p`` (outside [0, 1]) or ``eps`` (outside (0, 1]) raise a ValueError;
   under ``jit``/``vmap``/``grad`` they give NaN (likewise for ``f_sq``, ``f_exp``).
+
+  Example:
+    >>> round(float(f_lin(0.1, 0.5)), 6)
+    0.2
+
+  Reference: DistillSpec section 4 and Appendix D.3.1 (lossy SD).
   """
   return _checked(p, eps, lambda p: p / eps)
 
 
 def f_sq(p: Any, eps: Any) -> jax.Array:
-  """``f_sq(p, eps) = p / eps**2`` (section 4). Example: ``f_sq(0.01, 0.1) -> 1.0``."""
+  """Square lenience ``f_sq(p, eps) = p / eps**2`` (section 4; Algorithm A.1; D.3.1).
+
+  Args:
+    p: target probabilities in [0, 1], any shape.
+    eps: lenience in (0, 1].
+
+  Returns:
+    ``p / eps^2`` with the broadcast shape (checks as :func:`f_lin`).
+
+  Example:
+    >>> round(float(f_sq(0.01, 0.1)), 6)
+    1.0
+
+  Reference: DistillSpec section 4 and Appendix D.3.1 (lossy SD).
+  """
   return _checked(p, eps, lambda p: p / (eps * eps))
 
 
 def f_exp(p: Any, eps: Any) -> jax.Array:
-  """``f_exp(p, eps) = p ** eps`` (section 4). Example: ``f_exp(0.25, 0.5) -> 0.5``.
+  """Exponential lenience ``f_exp(p, eps) = p ** eps`` (section 4; Algorithm A.1; D.3.1).
 
   ``0 ** eps = 0`` for ``eps > 0``: a token the target rules out stays out.
+
+  Args:
+    p: target probabilities in [0, 1], any shape.
+    eps: lenience in (0, 1].
+
+  Returns:
+    ``p^eps`` with the broadcast shape, in [0, 1] (checks as :func:`f_lin`).
+
+  Example:
+    >>> round(float(f_exp(0.25, 0.5)), 6)
+    0.5
+
+  Reference: DistillSpec section 4 and Appendix D.3.1 (lossy SD).
   """
   return _checked(p, eps, lambda p: jnp.power(p, eps))
 

@@ -107,10 +107,36 @@ def per_sequence_divergence(teacher_logits: Array, student_logits: Array, mask: 
 def distillation_loss(teacher_logits: Array, student_logits: Array, mask: Array,
                       divergence: str | Callable[..., Array],
                       chunk_elements: int = CHUNK_ELEMENTS) -> Array:
-  """Eq. (2) on a batch: mean over rows with ``|y| > 0`` of the per-sequence mean divergence.
+  r"""The distillation loss of Eq. 2 (DistillSpec, section 4.1) on a batch.
 
-  ``teacher_logits`` are wrapped in ``stop_gradient``; positions are chunked
-  for large ``B L V`` (:func:`positionwise_divergence`).
+  .. math:: L(\theta) = \frac{1}{|B'|} \sum_{b \in B'} \frac{1}{|y_b|}
+            \sum_{t=1}^{|y_b|} D\big(p(\cdot|x_b, y_{b,<t}) \,\|\, q_\theta(\cdot|x_b, y_{b,<t})\big),
+
+  ``B'`` the rows with ``|y_b| > 0`` real tokens (``mask``), ``D`` the
+  divergence (FKL, RKL, JSD[beta], TVD; :mod:`dspec_theory.divergences`).
+  ``teacher_logits`` pass through ``stop_gradient``: gradients reach the
+  student only.  Positions are chunked for large ``B L V``
+  (:func:`positionwise_divergence`); the value does not depend on the chunking.
+
+  Args:
+    teacher_logits: ``[B, L, V]`` logits of the target ``p`` (or
+      :func:`onehot_logits` of the sequence for black-box SeqKD).
+    student_logits: ``[B, L, V]`` logits of the draft ``q_theta``.
+    mask: ``bool [B, L]``, True on real (non-padding) output tokens.
+    divergence: a name (``"fkl"``, ``"rkl"``, ``"tvd"``, ``"jsd:0.5"``) or a
+      function of :func:`dspec_theory.divergences.divergence_from_logits`.
+    chunk_elements: largest ``B * C * V`` handled at once.
+
+  Returns:
+    Scalar loss (0 when no row has a real token).
+
+  Example:
+    >>> p = jnp.log(jnp.array([[[0.5, 0.5], [0.9, 0.1]]]))   # one row, two positions
+    >>> q = jnp.log(jnp.array([[[0.5, 0.5], [0.5, 0.5]]]))
+    >>> round(float(distillation_loss(p, q, jnp.array([[True, True]]), "tvd")), 6)
+    0.2
+
+  Reference: DistillSpec Eq. 2; Algorithm A.2 minimises it every step.
   """
   per_seq, lengths = per_sequence_divergence(jax.lax.stop_gradient(teacher_logits),
                                              student_logits, mask, divergence, chunk_elements)
