@@ -65,7 +65,10 @@ def is_pretrained_path(path: str) -> bool:
     return True
   if os.path.isfile(path) and path.endswith(".gguf"):
     return True
-  return os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+  if not (os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))):
+    return False
+  # a dspec train/distill run directory has a config.json too, with orbax checkpoints/
+  return not os.path.isdir(os.path.join(path, "checkpoints"))
 
 
 def _to_config(hf: dict, name: str, tokenizer: PretrainedTokenizer, dtype: str) -> ModelConfig:
