@@ -14,6 +14,7 @@ from types import ModuleType
 # name -> module, in report order.
 REGISTRY = {
     "paper_consistency": "experiments.paper_consistency",
+    "markov_recipes": "experiments.markov_recipes",
 }
 
 

@@ -89,6 +89,39 @@ def write_result(out_dir: str, *, module: Any, config: Config, data: Mapping[str
   return result
 
 
+PARTIAL_FILE = "partial.jsonl"
+
+
+def resume_log(out_dir: str, config: Config):
+  """Resumable work log: ``(done, record)`` for ``out_dir/partial.jsonl``.
+
+  ``done`` maps keys to the values recorded by an earlier, interrupted run
+  with the same configuration (a log written under another configuration is
+  refused with the way out); ``record(key, value)`` appends one line and
+  flushes it, so a killed run loses at most the unit in progress.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, PARTIAL_FILE)
+  header = {"config": dataclasses.asdict(config)}
+  header = json.loads(json.dumps(header))
+  done: dict[str, Any] = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      lines = [json.loads(line) for line in f if line.strip().endswith("}")]
+    if lines and lines[0] != header:
+      raise ValueError(f"{path} was written with another configuration; delete it or use another --out")
+    done = {line["key"]: line["value"] for line in lines[1:]}
+  else:
+    with open(path, "w") as f:
+      f.write(json.dumps(header) + "\n")
+
+  def record(key: str, value: Any) -> None:
+    with open(path, "a") as f:
+      f.write(json.dumps({"key": key, "value": value}) + "\n")
+
+  return done, record
+
+
 def read_result(out_dir: str) -> dict[str, Any]:
   """Reads and checks ``out_dir/result.json``; a one-line error if absent or foreign."""
   path = os.path.join(out_dir, RESULT_FILE)

@@ -1,5 +1,6 @@
 """Tests for experiments/: every experiment at tiny scale, the report, the CLI."""
 
+import dataclasses
 import doctest
 import json
 import os
@@ -89,3 +90,38 @@ def test_read_result_refuses_foreign_files(tmp_path):
   (tmp_path / base.RESULT_FILE).write_text("{}")
   with pytest.raises(ValueError, match="is not a distillspec.experiment/1 result"):
     base.read_result(str(tmp_path))
+
+
+def test_markov_recipes_resumes_from_its_log(tmp_path):
+  from experiments import markov_recipes as mr
+  cfg = dataclasses.replace(mr.config("tiny"), checkpoints=(0, 2), divergences=("tvd",), sft_steps=2)
+  first = mr.run(cfg, str(tmp_path))
+  lines = (tmp_path / base.PARTIAL_FILE).read_text().splitlines()
+  assert len(lines) == 1 + len(cfg.seeds) * len(cfg.divergences) * len(cfg.sources)
+  again = mr.run(cfg, str(tmp_path))  # everything from the log: identical numbers
+  assert again["data"]["runs"] == first["data"]["runs"]
+  assert again["findings"] == first["findings"]
+  other = dataclasses.replace(cfg, learning_rate=0.01)
+  with pytest.raises(ValueError, match="another configuration"):
+    mr.run(other, str(tmp_path))
+
+
+def test_markov_recipes_exact_numbers_by_second_method():
+  # The experiment's alpha, bound and tau (markov recursions) against the brute-force
+  # enumeration of every sequence and of Algorithm A.1 on a tiny pair.
+  import jax
+  from dspec_theory import enumeration, exact_distill, markov
+  from experiments import markov_recipes as mr
+  cfg = dataclasses.replace(mr.config("tiny"), vocab=3, max_len=4)
+  with jax.enable_x64(True):
+    p = markov.random_markov_lm(jax.random.key(0), 3, eos=0, concentration=0.3, mean_length=2.0)
+    params = exact_distill.init_draft(jax.random.key(1), 3, 2, scale=1.0)
+    got = mr._evaluate(p, params, cfg)
+    q = exact_distill.draft_lm(params, 0)
+  pf, qf = markov.next_token_fn(p), markov.next_token_fn(q)
+  ref = enumeration.sequence_stats_by_enumeration(pf, qf, 3, 0, cfg.max_len)
+  assert got["alpha"] == pytest.approx(ref.alpha, abs=1e-10)
+  assert got["eps"] == pytest.approx(ref.eps, abs=1e-10)
+  assert got["bound"] == pytest.approx(ref.bound, abs=1e-9)
+  sd = enumeration.speculative_distribution(pf, qf, 3, 0, cfg.max_len, cfg.gammas[0])
+  assert got["tau"][0] == pytest.approx(sd.block_efficiency, abs=1e-9)
