@@ -121,6 +121,22 @@ def test_alpha_tau_consistency(measured):
     assert cell["accepted_length_histogram"] == [blocks.count(k) for k in range(gamma + 1)]
 
 
+def test_eq3_alpha_along_target_samples_beside_measured_tau(measured):
+  """Eq. 3's alpha (one target sample per input) rides in the T = 1 cells only, with
+  tau(alpha_eq3, gamma) by brute force beside the measured tau."""
+  report, _ = measured
+  eq3 = report["alpha_eq3"]
+  assert eq3["n"] == OPTIONS.num_examples and 0.0 <= eq3["value"] <= 1.0 and eq3["se"] >= 0
+  for cell in report["cells"].values():
+    if cell["temperature"] == 1.0:
+      assert cell["alpha_eq3"] == eq3
+      a = eq3["value"]
+      assert cell["tau_geometric_of_alpha_eq3"] == pytest.approx(
+          sum(a ** k for k in range(cell["gamma"] + 1)))
+    else:
+      assert cell["alpha_eq3"] is None and cell["tau_geometric_of_alpha_eq3"] is None
+
+
 def test_latency_and_speedup_formulas(measured):
   report, _ = measured
   for cell in report["cells"].values():
@@ -283,9 +299,10 @@ def test_measured_verify_prediction_reduces_to_paper_formula():
 
   from dspec_models.measure.stats import predicted_speedup, predicted_speedup_measured_verify
 
-  @given(tau=st.floats(1.0, 8.0), gamma=st.integers(1, 7), t_step=st.floats(1e-4, 1.0),
+  @given(frac=st.floats(0.0, 1.0), gamma=st.integers(1, 7), t_step=st.floats(1e-4, 1.0),
          c=st.floats(0.0, 2.0))
-  def check(tau, gamma, t_step, c):
+  def check(frac, gamma, t_step, c):
+    tau = 1.0 + frac * gamma   # a block emits between 1 and gamma + 1 tokens
     paper = predicted_speedup(tau, gamma, c)
     same = predicted_speedup_measured_verify(tau, gamma, t_step, c * t_step, t_step)
     assert same == pytest.approx(paper, rel=1e-9)

@@ -171,12 +171,13 @@ def speedup_summary(examples: list[dict], *, gamma: int, latency: dict,
 
 
 def summarize_cell(examples: list[dict], *, gamma: int, temperature: float,
-                   lenience: Optional[str], latency: dict) -> dict:
+                   lenience: Optional[str], latency: dict,
+                   alpha_eq3: Optional[dict] = None) -> dict:
   """Cell statistics from the example records: the measurement core
   (:func:`dspec_models.measure.acceptance.cell_statistics`) plus the forward
   costs and speedups (module doc)."""
   cell = acceptance.cell_statistics(examples, gamma=gamma, temperature=temperature,
-                                    lenience=lenience)
+                                    lenience=lenience, alpha_eq3=alpha_eq3)
   tau_geometric = cell["tau_geometric_of_per_token_acceptance"]
   cell["latency"] = latency
   cell["speedup"] = speedup_summary(examples, gamma=gamma, latency=latency,
@@ -186,7 +187,8 @@ def summarize_cell(examples: list[dict], *, gamma: int, temperature: float,
 
 def run_cell(target: Any, draft: Any, inputs: Optional[np.ndarray], *, gamma: int,
              temperature: float, options: MeasureOptions, latency: dict,
-             on_example: Optional[Callable[[int], None]] = None) -> dict:
+             on_example: Optional[Callable[[int], None]] = None,
+             alpha_eq3: Optional[dict] = None) -> dict:
   """Measures one cell over ``options.num_examples`` rows of ``inputs``.
 
   Args:
@@ -215,7 +217,7 @@ def run_cell(target: Any, draft: Any, inputs: Optional[np.ndarray], *, gamma: in
     if on_example is not None:
       on_example(i)
   cell = summarize_cell(examples, gamma=gamma, temperature=temperature,
-                        lenience=options.lenience, latency=latency)
+                        lenience=options.lenience, latency=latency, alpha_eq3=alpha_eq3)
   cell["wall_seconds"] = time.perf_counter() - start
   cell["load_average"] = {"start": load_start, "end": load_average()}
   cell["examples"] = examples

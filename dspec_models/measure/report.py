@@ -13,6 +13,7 @@ Layout of ``sd_measure.json`` (``SCHEMA`` / ``SCHEMA_VERSION``)::
       "environment": {device, platform, jax_version, cpu_count, ...},
       "latency": {t_target_step_s, t_draft_step_s, c, t_verify_s: {"<gamma>": s},
                   verify_over_step: {"<gamma>": ratio}, ...spreads},
+      "alpha_eq3": {value, se, n} | null,  # Eq. 3 along target samples (T = 1; with inputs)
       "cells": {"T<temperature>_g<gamma>": {   # key from acceptance.cell_key; read the fields
                  <every field of dspec_models.measure.acceptance.cell_statistics>,
                  latency, speedup: {realized, predicted, predicted_measured_verify,
@@ -84,6 +85,7 @@ def new_report(settings: dict, environment: dict, cell_order: list[str]) -> dict
       "settings": normalized(settings),
       "environment": normalized(environment),
       "latency": {},
+      "alpha_eq3": None,
       "cells": {},
       "cell_order": list(cell_order),
       "complete": False,
@@ -127,6 +129,7 @@ def load_or_create(path: Path | str, settings: dict, environment: dict, cell_ord
                      f"(differs in {diff}); use --fresh to overwrite it or another --out")
   old["cell_order"] = list(cell_order)
   old.setdefault("latency", {})
+  old.setdefault("alpha_eq3", None)
   old.setdefault("cells", {})
   old["complete"] = all(k in old["cells"] for k in cell_order)
   old.setdefault("resumed", 0)

@@ -125,6 +125,12 @@ def measure_sd(target: Any, draft: Any, inputs: Optional[np.ndarray], *,
                               repeats=options.latency_repeats)
       report["latency"] = report_lib.normalized(latency)
       report_lib.write_report(path, report)
+    lossless_t1 = options.lenience is None and any(t == 1.0 for t, _ in todo)
+    if lossless_t1 and report.get("alpha_eq3") is None and inputs is not None:
+      cells_bar.set_postfix_str("Eq. 3 alpha along target samples")
+      report["alpha_eq3"] = alpha_eq3_along_target(target, draft, inputs, seed=options.seed,
+                                                   max_new_tokens=options.max_new_tokens)
+      report_lib.write_report(path, report)
     for temperature, gamma in todo:
       key = cell_key(temperature, gamma)
       latency = cell_latency(report["latency"], gamma)
@@ -133,7 +139,8 @@ def measure_sd(target: Any, draft: Any, inputs: Optional[np.ndarray], *,
                 unit="ex", file=sys.stderr, disable=not progress, leave=False,
                 position=1) as bar:
         cell = run_cell(target, draft, inputs, gamma=gamma, temperature=temperature,
-                        options=options, latency=latency, on_example=lambda _: bar.update(1))
+                        options=options, latency=latency, on_example=lambda _: bar.update(1),
+                        alpha_eq3=report.get("alpha_eq3") if temperature == 1.0 else None)
       report["cells"][key] = report_lib.normalized(cell)
       report_lib.write_report(path, report)
       cells_bar.update(1)
@@ -146,6 +153,27 @@ def measure_sd(target: Any, draft: Any, inputs: Optional[np.ndarray], *,
   }
   report_lib.write_report(path, report)
   return report
+
+
+def alpha_eq3_along_target(target: Any, draft: Any, inputs: np.ndarray, *, seed: int,
+                           max_new_tokens: int) -> dict:
+  """Eq. 3's alpha at T = 1 along one target sample per input: ``{"value", "se", "n"}``.
+
+  Per input ``x``: ``y ~ p(.|x)`` at temperature 1, ``alpha(x) = 1 - sum_t TVD(p_t, q_t) /
+  |y|`` (:func:`dspec_models.distill.evaluation.sampled_tvd`); the estimate is the mean over
+  inputs with its standard error (the estimator of the distillation evaluations, K = 1).
+  The theory axis of the paper's Figure 3c; each ``T = 1`` cell reports ``tau(alpha_eq3,
+  gamma)`` beside its measured tau.
+  """
+  import jax
+
+  from dspec_models.distill.evaluation import sampled_tvd
+  from dspec_models.measure.acceptance import mean_of_ratios
+
+  key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1_000_003)
+  tvd, lengths = sampled_tvd(target, draft, np.asarray(inputs, np.int32), target, key,
+                             int(max_new_tokens))
+  return mean_of_ratios(1.0 - tvd / np.maximum(lengths, 1))
 
 
 def default_out_dir(task: str, target_run: Any, draft_run: Any,
