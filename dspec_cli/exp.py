@@ -15,16 +15,25 @@ import os
 
 
 def add_parser(subparsers) -> None:
-  e = subparsers.add_parser("exp", help="paper results by command (list, NAME, report)",
-                            description=__doc__,
-                            formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+  e = subparsers.add_parser(
+    "exp",
+    help="paper results by command (list, NAME, report)",
+    description=__doc__,
+    formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+  )
   e.add_argument("name", metavar="NAME|list|report", help="an experiment name, 'list' or 'report'")
   e.add_argument("--scale", default="cpu", help="tiny, cpu (default) or paper")
-  e.add_argument("--out", default=None,
-                 help="output folder (default results/exp/NAME-SCALE; the committed cpu results live in"
-                      " experiments/results/NAME)")
-  e.add_argument("--results", default=None,
-                 help="report: folder of results to assemble (default experiments/results)")
+  e.add_argument(
+    "--out",
+    default=None,
+    help="output folder (default results/exp/NAME-SCALE; the committed cpu results live in"
+    " experiments/results/NAME)",
+  )
+  e.add_argument(
+    "--results",
+    default=None,
+    help="report: folder of results to assemble (default experiments/results)",
+  )
   e.set_defaults(func=run)
 
 
@@ -39,6 +48,7 @@ def run(args) -> int:
     return 0
   if args.name == "report":
     from experiments import report
+
     md, page = report.write_report(args.results or report.DEFAULT_RESULTS)
     print(f"wrote {md} and {page}")
     return 0
@@ -47,7 +57,10 @@ def run(args) -> int:
   out = args.out or os.path.join("results", "exp", f"{args.name}-{args.scale}")
   result = mod.run(cfg, out)
   from dspec_cli._table import format_table
+
   rows = [(f["item"][:48], f["verdict"]) for f in result["findings"]]
   print(format_table(["item", "verdict"], rows))
-  print(f"\n{len(rows)} findings in {result['elapsed_s']:.1f} s; wrote {os.path.join(out, base.RESULT_FILE)}")
+  print(
+    f"\n{len(rows)} findings in {result['elapsed_s']:.1f} s; wrote {os.path.join(out, base.RESULT_FILE)}"
+  )
   return 0

@@ -13,8 +13,8 @@ from types import ModuleType
 
 # name -> module, in report order.
 REGISTRY = {
-    "paper_consistency": "experiments.paper_consistency",
-    "markov_recipes": "experiments.markov_recipes",
+  "paper_consistency": "experiments.paper_consistency",
+  "markov_recipes": "experiments.markov_recipes",
 }
 
 

@@ -31,11 +31,11 @@ from typing import Any, Mapping, Sequence
 SCHEMA = "distillspec.experiment/1"
 SCALES = ("tiny", "cpu", "paper")
 VERDICTS = (
-    "reproduced in direction",
-    "not reproduced",
-    "not applicable at this scale",
-    "consistent",
-    "inconsistent",
+  "reproduced in direction",
+  "not reproduced",
+  "not applicable at this scale",
+  "consistent",
+  "inconsistent",
 )
 RESULT_FILE = "result.json"
 
@@ -63,21 +63,28 @@ def finding(item: str, paper: str, ours: str, verdict: str, why: str) -> dict[st
   return {"item": item, "paper": paper, "ours": ours, "verdict": verdict, "why": why}
 
 
-def write_result(out_dir: str, *, module: Any, config: Config, data: Mapping[str, Any],
-                 findings: Sequence[Mapping[str, str]], figures: Sequence[str],
-                 elapsed_s: float) -> dict[str, Any]:
+def write_result(
+  out_dir: str,
+  *,
+  module: Any,
+  config: Config,
+  data: Mapping[str, Any],
+  findings: Sequence[Mapping[str, str]],
+  figures: Sequence[str],
+  elapsed_s: float,
+) -> dict[str, Any]:
   """Writes ``out_dir/result.json`` (atomically) and returns the result dict."""
   result = {
-      "schema": SCHEMA,
-      "experiment": module.NAME,
-      "title": module.TITLE,
-      "paper_ref": module.PAPER_REF,
-      "scale": config.scale,
-      "config": dataclasses.asdict(config),
-      "elapsed_s": round(float(elapsed_s), 3),
-      "data": dict(data),
-      "findings": [dict(f) for f in findings],
-      "figures": list(figures),
+    "schema": SCHEMA,
+    "experiment": module.NAME,
+    "title": module.TITLE,
+    "paper_ref": module.PAPER_REF,
+    "scale": config.scale,
+    "config": dataclasses.asdict(config),
+    "elapsed_s": round(float(elapsed_s), 3),
+    "data": dict(data),
+    "findings": [dict(f) for f in findings],
+    "figures": list(figures),
   }
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, RESULT_FILE)
@@ -109,7 +116,9 @@ def resume_log(out_dir: str, config: Config):
     with open(path) as f:
       lines = [json.loads(line) for line in f if line.strip().endswith("}")]
     if lines and lines[0] != header:
-      raise ValueError(f"{path} was written with another configuration; delete it or use another --out")
+      raise ValueError(
+        f"{path} was written with another configuration; delete it or use another --out"
+      )
     done = {line["key"]: line["value"] for line in lines[1:]}
   else:
     with open(path, "w") as f:

@@ -43,7 +43,9 @@ class Config(base.Config):
   """No knobs: the experiment is arithmetic on printed numbers, identical at every scale."""
 
   iid_tolerance: float = dataclasses.field(
-      default=0.05, metadata={"help": "|tau predicted from gamma=3 - tau printed| counted as agreeing"})
+    default=0.05,
+    metadata={"help": "|tau predicted from gamma=3 - tau printed| counted as agreeing"},
+  )
 
   def __post_init__(self):
     super().__post_init__()
@@ -55,7 +57,9 @@ def config(scale: str) -> Config:
   return Config(scale=base.check_scale(scale))
 
 
-def implied_c(tau: float, speed: float, gamma: int, rounding: float = ROUNDING) -> tuple[float, float, float]:
+def implied_c(
+  tau: float, speed: float, gamma: int, rounding: float = ROUNDING
+) -> tuple[float, float, float]:
   """``c`` with ``speed = tau / (c gamma + 1)``, and its interval under rounding.
 
   Returns ``(c, c_low, c_high)`` where the interval takes ``tau`` and ``speed``
@@ -73,17 +77,31 @@ def implied_c(tau: float, speed: float, gamma: int, rounding: float = ROUNDING) 
 
 def _iid_predictions() -> list[dict[str, Any]]:
   import jax
+
   jax.config.update("jax_enable_x64", True)
   from dspec_theory import block
-  keys = [(row, draft, taus) for row in TABLE_D1 for draft, taus in (("raw", row.tau_raw), ("kd", row.tau_kd))]
+
+  keys = [
+    (row, draft, taus)
+    for row in TABLE_D1
+    for draft, taus in (("raw", row.tau_raw), ("kd", row.tau_kd))
+  ]
   taus = np.array([k[2] for k in keys], dtype=np.float64)  # [20, 3]
   alphas = np.asarray(block.alpha_from_tau(taus[:, 0], GAMMAS[0]))  # one batched inversion
   preds = np.asarray(block.block_efficiency(alphas[:, None], np.array(GAMMAS[1:])[None, :]))
   out = []
   for (row, draft, _), alpha, pred, printed in zip(keys, alphas, preds, taus[:, 1:]):
-    out.append({"dataset": row.dataset, "temperature": row.temperature, "draft": draft,
-                "alpha_from_tau_gamma3": float(alpha), "tau_predicted": pred.tolist(),
-                "tau_printed": printed.tolist(), "max_abs_error": float(np.max(np.abs(pred - printed)))})
+    out.append(
+      {
+        "dataset": row.dataset,
+        "temperature": row.temperature,
+        "draft": draft,
+        "alpha_from_tau_gamma3": float(alpha),
+        "tau_predicted": pred.tolist(),
+        "tau_printed": printed.tolist(),
+        "max_abs_error": float(np.max(np.abs(pred - printed))),
+      }
+    )
   return out
 
 
@@ -91,13 +109,20 @@ def _cells() -> list[dict[str, Any]]:
   cells = []
   for row in TABLE_D1:
     for i, gamma in enumerate(GAMMAS):
-      cell = {"dataset": row.dataset, "temperature": row.temperature, "gamma": gamma,
-              "speed_gain": row.speed_kd[i] / row.speed_raw[i] - 1.0,
-              "tau_gain": row.tau_kd[i] / row.tau_raw[i] - 1.0,
-              "delta_printed": row.delta[i],
-              "delta_computed": round(row.speed_kd[i] - row.speed_raw[i], 6),
-              "method": row.method[i]}
-      for draft, taus, speeds in (("raw", row.tau_raw, row.speed_raw), ("kd", row.tau_kd, row.speed_kd)):
+      cell = {
+        "dataset": row.dataset,
+        "temperature": row.temperature,
+        "gamma": gamma,
+        "speed_gain": row.speed_kd[i] / row.speed_raw[i] - 1.0,
+        "tau_gain": row.tau_kd[i] / row.tau_raw[i] - 1.0,
+        "delta_printed": row.delta[i],
+        "delta_computed": round(row.speed_kd[i] - row.speed_raw[i], 6),
+        "method": row.method[i],
+      }
+      for draft, taus, speeds in (
+        ("raw", row.tau_raw, row.speed_raw),
+        ("kd", row.tau_kd, row.speed_kd),
+      ):
         c, lo, hi = implied_c(taus[i], speeds[i], gamma)
         cell[f"c_{draft}"], cell[f"c_{draft}_interval"] = c, [lo, hi]
         cell[f"speed_above_tau_{draft}"] = hi < 0.0
@@ -117,62 +142,92 @@ def _findings(cells, iid, tolerance) -> list[dict[str, str]]:
   inside = [c for c in cells if 0.10 <= c["speed_gain"] <= 0.46]
   deltas = [c["delta_printed"] for c in cells]
   claims = "; ".join(f"{ref}: {text}" for ref, text, _, _ in TEXT_CLAIMS)
-  findings = [base.finding(
-      "Speedup gain of DistillSpec over standard SD", claims,
+  findings = [
+    base.finding(
+      "Speedup gain of DistillSpec over standard SD",
+      claims,
       f"Table D.1's speedup ratios range {_pct(gains.min())} ({where(lo_cell)}) to {_pct(gains.max())}"
       f" ({where(hi_cell)}), median {_pct(float(np.median(gains)))}; {len(inside)} of {len(cells)} cells lie in"
       f" 10-46%; tau gains range {_pct(tau_gains.min())} to {_pct(tau_gains.max())}",
       "inconsistent",
       f"no cell reaches the upper end; the printed Delta column (speed_kd - speed_raw, in multiples) spans"
       f" {min(deltas):.2f}x to {max(deltas):.2f}x, whose upper end matches the text's percentages read as"
-      f" multiples.")]
+      f" multiples.",
+    )
+  ]
   impossible = [c for c in cells for d in ("raw", "kd") if c[f"speed_above_tau_{d}"]]
   if impossible:
-    txt = "; ".join(f"{where(c)}: implied c interval [{c['c_raw_interval'][0]:.3f}, {c['c_raw_interval'][1]:.3f}]"
-                    f" (raw), [{c['c_kd_interval'][0]:.3f}, {c['c_kd_interval'][1]:.3f}] (kd)"
-                    for c in {id(c): c for c in impossible}.values())
-    findings.append(base.finding(
+    txt = "; ".join(
+      f"{where(c)}: implied c interval [{c['c_raw_interval'][0]:.3f}, {c['c_raw_interval'][1]:.3f}]"
+      f" (raw), [{c['c_kd_interval'][0]:.3f}, {c['c_kd_interval'][1]:.3f}] (kd)"
+      for c in {id(c): c for c in impossible}.values()
+    )
+    findings.append(
+      base.finding(
         "Speedups within section 3's model (speedup = tau / (c gamma + 1), c >= 0)",
-        "every speedup <= its tau", txt, "inconsistent",
-        "a printed speedup above its tau needs c < 0 even after rounding, which section 3's formula cannot give"))
+        "every speedup <= its tau",
+        txt,
+        "inconsistent",
+        "a printed speedup above its tau needs c < 0 even after rounding, which section 3's formula cannot give",
+      )
+    )
   spans = {}
   for dataset in dict.fromkeys(c["dataset"] for c in cells):
     cs = [c[f"c_{d}"] for c in cells if c["dataset"] == dataset for d in ("raw", "kd")]
     spans[dataset] = (min(cs), max(cs))
   one_c = all(hi - lo <= 0.02 and lo >= 0 for lo, hi in spans.values())
-  findings.append(base.finding(
+  findings.append(
+    base.finding(
       "Implied draft cost c per model pair (c = (tau / speed - 1) / gamma)",
       "one c per (draft, target) pair on one device (section 3's model)",
       "; ".join(f"{d} {lo:.3f} to {hi:.3f}" for d, (lo, hi) in spans.items())
       + " (range over gamma, T and raw/distilled draft)",
       "consistent" if one_c else "inconsistent",
       "a spread above 0.02 (or c < 0) means the printed speedups do not follow tau / (c gamma + 1) with one c;"
-      " measured latencies include overheads (e.g. verification cost growing with gamma) the model leaves out"))
+      " measured latencies include overheads (e.g. verification cost growing with gamma) the model leaves out",
+    )
+  )
   bad_delta = [c for c in cells if abs(c["delta_printed"] - c["delta_computed"]) > 3 * ROUNDING]
-  findings.append(base.finding(
-      "The Delta column of Table D.1", "Delta = speed with - speed without distillation",
+  findings.append(
+    base.finding(
+      "The Delta column of Table D.1",
+      "Delta = speed with - speed without distillation",
       f"{len(cells) - len(bad_delta)} of {len(cells)} cells agree to rounding (0.015)"
-      + ("" if not bad_delta else "; differ: " + ", ".join(
-          f"{where(c)} printed {c['delta_printed']:.2f} vs {c['delta_computed']:.2f}" for c in bad_delta)),
+      + (
+        ""
+        if not bad_delta
+        else "; differ: "
+        + ", ".join(
+          f"{where(c)} printed {c['delta_printed']:.2f} vs {c['delta_computed']:.2f}"
+          for c in bad_delta
+        )
+      ),
       "consistent" if not bad_delta else "inconsistent",
-      "each printed value is rounded to 0.01, so a difference of rounded values is within 0.015 of Delta"))
+      "each printed value is rounded to 0.01, so a difference of rounded values is within 0.015 of Delta",
+    )
+  )
   agree = [r for r in iid if r["max_abs_error"] <= tolerance]
   worst = max(iid, key=lambda r: r["max_abs_error"])
-  findings.append(base.finding(
+  findings.append(
+    base.finding(
       "tau across gamma (i.i.d. acceptance, section 3)",
       "tau(alpha, gamma) = (1 - alpha^(gamma+1)) / (1 - alpha)",
       f"alpha from tau at gamma=3 predicts the gamma=5 and 7 columns within {tolerance} for {len(agree)} of"
       f" {len(iid)} rows; worst {worst['dataset']} T={worst['temperature']} {worst['draft']}:"
       f" {worst['max_abs_error']:.3f}",
       "consistent" if len(agree) >= 0.75 * len(iid) else "inconsistent",
-      "real acceptances are not i.i.d. and finite outputs cut the last block, so small departures are expected"))
+      "real acceptances are not i.i.d. and finite outputs cut the last block, so small departures are expected",
+    )
+  )
   return findings
 
 
 def _plot(cells, path: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   labels = [f"{c['dataset']} T{c['temperature']} g{c['gamma']}" for c in cells]
   x = np.arange(len(cells))
   fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
@@ -184,8 +239,14 @@ def _plot(cells, path: str) -> None:
   for k, (draft, marker) in enumerate((("raw", "o"), ("kd", "s"))):
     c = np.array([cell[f"c_{draft}"] for cell in cells])
     iv = np.array([cell[f"c_{draft}_interval"] for cell in cells])
-    ax1.errorbar(x + (k - 0.5) * 0.25, c, yerr=[c - iv[:, 0], iv[:, 1] - c], fmt=marker, ms=4,
-                 label=f"implied c ({draft} draft), rounding interval")
+    ax1.errorbar(
+      x + (k - 0.5) * 0.25,
+      c,
+      yerr=[c - iv[:, 0], iv[:, 1] - c],
+      fmt=marker,
+      ms=4,
+      label=f"implied c ({draft} draft), rounding interval",
+    )
   ax1.axhline(0, color="red", lw=1, label="c = 0 (speedup = tau)")
   ax1.set_ylabel("c = (tau/speed - 1)/gamma")
   ax1.legend(loc="upper left", fontsize=8)
@@ -203,7 +264,11 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
   os.makedirs(out_dir, exist_ok=True)
   _plot(cells, os.path.join(out_dir, FIGURE))
   return base.write_result(
-      out_dir, module=__import__(__name__, fromlist=["NAME"]), config=cfg,
-      data={"cells": cells, "iid_predictions": iid},
-      findings=_findings(cells, iid, cfg.iid_tolerance), figures=[FIGURE],
-      elapsed_s=time.perf_counter() - start)
+    out_dir,
+    module=__import__(__name__, fromlist=["NAME"]),
+    config=cfg,
+    data={"cells": cells, "iid_predictions": iid},
+    findings=_findings(cells, iid, cfg.iid_tolerance),
+    figures=[FIGURE],
+    elapsed_s=time.perf_counter() - start,
+  )

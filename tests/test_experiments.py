@@ -20,7 +20,11 @@ def test_tiny_scale_writes_result_and_figures(name, tmp_path):
   result = mod.run(mod.config("tiny"), str(tmp_path))
   on_disk = base.read_result(str(tmp_path))
   assert on_disk == json.loads(json.dumps(result))
-  assert on_disk["schema"] == base.SCHEMA and on_disk["experiment"] == name and on_disk["scale"] == "tiny"
+  assert (
+    on_disk["schema"] == base.SCHEMA
+    and on_disk["experiment"] == name
+    and on_disk["scale"] == "tiny"
+  )
   assert on_disk["findings"], "an experiment must report at least one finding"
   for f in on_disk["findings"]:
     assert set(f) == {"item", "paper", "ours", "verdict", "why"} and f["verdict"] in base.VERDICTS
@@ -60,7 +64,9 @@ def test_paper_consistency_facts_by_hand():
 def test_iid_predictions_match_block_efficiency_inverse():
   rows = paper_consistency._iid_predictions()
   assert len(rows) == 20
-  xsum = next(r for r in rows if r["dataset"] == "XSum" and r["temperature"] == 0 and r["draft"] == "raw")
+  xsum = next(
+    r for r in rows if r["dataset"] == "XSum" and r["temperature"] == 0 and r["draft"] == "raw"
+  )
   a = xsum["alpha_from_tau_gamma3"]
   assert 1 + a + a**2 + a**3 == pytest.approx(2.31, abs=1e-9)
   assert xsum["tau_predicted"][1] == pytest.approx(sum(a**k for k in range(8)), abs=1e-9)
@@ -94,7 +100,10 @@ def test_read_result_refuses_foreign_files(tmp_path):
 
 def test_markov_recipes_resumes_from_its_log(tmp_path):
   from experiments import markov_recipes as mr
-  cfg = dataclasses.replace(mr.config("tiny"), checkpoints=(0, 2), divergences=("tvd",), sft_steps=2)
+
+  cfg = dataclasses.replace(
+    mr.config("tiny"), checkpoints=(0, 2), divergences=("tvd",), sft_steps=2
+  )
   first = mr.run(cfg, str(tmp_path))
   lines = (tmp_path / base.PARTIAL_FILE).read_text().splitlines()
   assert len(lines) == 1 + len(cfg.seeds) * len(cfg.divergences) * len(cfg.sources)
@@ -112,6 +121,7 @@ def test_markov_recipes_exact_numbers_by_second_method():
   import jax
   from dspec_theory import enumeration, exact_distill, markov
   from experiments import markov_recipes as mr
+
   cfg = dataclasses.replace(mr.config("tiny"), vocab=3, max_len=4)
   with jax.enable_x64(True):
     p = markov.random_markov_lm(jax.random.key(0), 3, eos=0, concentration=0.3, mean_length=2.0)
