@@ -15,23 +15,11 @@ def _run(capsys, *argv):
   return code, out.out, out.err
 
 
+COUNTERS = "--num-drafts 10 --num-draft-tokens 30 --num-accepted 13 --per-position 8,4,1".split()
+
+
 def test_convert_hand_computed(capsys):
-  code, out, _ = _run(
-    capsys,
-    "theory",
-    "convert",
-    "--num-drafts",
-    "10",
-    "--num-draft-tokens",
-    "30",
-    "--num-accepted",
-    "13",
-    "--per-position",
-    "8,4,1",
-    "--c",
-    "0.1",
-    "--as-json",
-  )
+  code, out, _ = _run(capsys, "theory", "convert", *COUNTERS, "--c", "0.1", "--as-json")
   assert code == 0
   d = json.loads(out)
   assert d["mean_acceptance_length"] == pytest.approx(2.3)
@@ -39,19 +27,7 @@ def test_convert_hand_computed(capsys):
   assert d["conditional"] == pytest.approx([0.8, 0.5, 0.25])
   assert d["per_token_acceptance"] == pytest.approx(13 / 22)
   assert d["predicted_speedup"] == pytest.approx(2.3 / 1.3)
-  code, out, _ = _run(
-    capsys,
-    "theory",
-    "convert",
-    "--num-drafts",
-    "10",
-    "--num-draft-tokens",
-    "30",
-    "--num-accepted",
-    "13",
-    "--per-position",
-    "8,4,1",
-  )
+  code, out, _ = _run(capsys, "theory", "convert", *COUNTERS)
   assert code == 0 and "P(n > i | n > i-1)" in out and "0.2500" in out
 
 
