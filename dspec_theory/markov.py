@@ -66,12 +66,18 @@ def _float64_table(name: str, x: Any) -> Array:
   """``x`` as float64 rows, checked to the tolerance of its own dtype: a float32 or
   bfloat16 table is held to that precision (not to float64's) and then renormalised
   in float64, so the exact recursions see rows summing to 1."""
-  source = np.asarray(x).dtype if hasattr(x, "dtype") else np.dtype(np.float64)
+  source = np.dtype(x.dtype) if hasattr(x, "dtype") else np.dtype(np.float64)
   low = bool(jnp.issubdtype(source, jnp.floating)) and jnp.finfo(source).bits < 64
   if not low:
-    return v.check_probabilities(name, jnp.asarray(x, jnp.float64))
-  table = v.check_probabilities(name, x).astype(jnp.float64)   # message names its dtype
-  return table / jnp.sum(table, axis=-1, keepdims=True)
+    table = v.check_probabilities(name, jnp.asarray(x, jnp.float64))
+  else:
+    table = v.check_probabilities(name, x)   # message names its dtype
+  # under jit/vmap the checks cannot raise: a bad row becomes NaN, so every statistic is NaN
+  valid = v.traced_probabilities_valid(table)
+  table = table.astype(jnp.float64)
+  if low:
+    table = table / jnp.sum(table, axis=-1, keepdims=True)
+  return table if valid is None else v.nan_unless(valid[..., None], table)
 
 
 def markov_lm(init: Any, trans: Any, eos: int) -> MarkovLM:

@@ -211,3 +211,20 @@ def test_probs_from_logits_tiny_and_bad_temperatures():
     with pytest.raises(ValueError, match="temperature"):
       probs_from_logits(logits, t)
     assert np.all(np.isnan(np.asarray(jax.jit(probs_from_logits)(logits, t))))
+
+
+def test_markov_statistics_under_jit_are_nan_for_a_bad_table():
+  from dspec_theory import markov as mk
+
+  with jax.enable_x64(True):
+    p = mk.random_markov_lm(jax.random.key(0), 6, 0, mean_length=3.0)
+    q = mk.perturbed_markov_lm(jax.random.key(1), p, 0.5)
+    alpha = jax.jit(lambda i, t: mk.sequence_stats(mk.markov_lm(i, t, 0), q, 5).alpha)
+    tau = jax.jit(lambda i, t: mk.sd_stats(mk.markov_lm(i, t, 0), q, 5, 2).block_efficiency)
+    assert float(alpha(p.init, p.trans)) == pytest.approx(float(mk.sequence_stats(p, q, 5).alpha),
+                                                          rel=1e-12)
+    assert float(tau(p.init, p.trans)) == pytest.approx(
+        float(mk.sd_stats(p, q, 5, 2).block_efficiency), rel=1e-12)
+    for bad in (p.trans.at[2].multiply(1.1), p.trans.at[1, 1].set(jnp.nan),
+                p.trans.at[3, 0].set(-0.1)):
+      assert np.isnan(float(alpha(p.init, bad))) and np.isnan(float(tau(p.init, bad)))
