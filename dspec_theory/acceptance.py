@@ -56,7 +56,8 @@ def token_acceptance(p: Any, q: Any, *, where: Any = None) -> Array:
     where: optional boolean mask over ``[...]``; masked positions give 0.
 
   Returns:
-    ``[...]`` acceptance probabilities in [0, 1].
+    ``[...]`` acceptance probabilities in [0, 1]; NaN for a row with a bad value
+    under ``jit``/``vmap``/``grad`` (eagerly: ValueError).
 
   Example:
     >>> float(token_acceptance([0.5, 0.5], [1.0, 0.0]))

@@ -94,7 +94,8 @@ def block_efficiency(alpha: Any, gamma: Any) -> Array:
     gamma: block size(s), integers >= 1, broadcastable with ``alpha``.
 
   Returns:
-    Block efficiencies in ``[1, gamma + 1]``, broadcast shape.
+    Block efficiencies in ``[1, gamma + 1]``, broadcast shape (NaN for a bad
+    ``alpha``/``gamma`` under ``jit``/``vmap``/``grad``; eagerly: ValueError).
 
   Example:
     >>> round(float(block_efficiency(0.8, 5)), 6)
@@ -121,7 +122,8 @@ def speedup_from_tau(tau: Any, gamma: Any, c: Any) -> Array:
     c: draft forward time / target forward time, >= 0.
 
   Returns:
-    Speedup factor(s) over autoregressive decoding with the target alone.
+    Speedup factor(s) over autoregressive decoding with the target alone (NaN
+    for a bad argument under ``jit``/``vmap``/``grad``; eagerly: ValueError).
 
   Example:
     >>> round(float(speedup_from_tau(3.0, 4, 0.05)), 6)
@@ -226,7 +228,8 @@ def alpha_from_tau(tau: Any, gamma: Any, *, iterations: int = 200) -> Array:
     iterations: bisection halvings, an integer >= 1.
 
   Returns:
-    Acceptance rates in [0, 1].
+    Acceptance rates in [0, 1] (NaN for a bad ``tau``/``gamma`` under
+    ``jit``/``vmap``/``grad``; eagerly: ValueError).
 
   Example:
     >>> round(float(alpha_from_tau(block_efficiency(0.7, 3), 3)), 6)

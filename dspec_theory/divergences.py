@@ -154,7 +154,8 @@ def forward_kl(p: Any, q: Any, *, where: Any = None) -> Array:
     where: optional boolean mask broadcastable to ``[...]``.
 
   Returns:
-    ``[...]`` divergences (``+inf`` where q = 0 < p); 0 where masked.
+    ``[...]`` divergences (``+inf`` where q = 0 < p); 0 where masked; NaN for a
+    row with a bad value under ``jit``/``vmap``/``grad`` (eagerly: ValueError).
 
   Example:
     >>> float(forward_kl([0.5, 0.5], [0.5, 0.5]))
