@@ -249,30 +249,22 @@ def check_max_len(max_len: Any) -> int:
 
 def check_eps(eps: Any, name: str = "eps") -> Any:
   """Lenience parameter: a number in (0, 1] (section 4); eps = 1 is lossless."""
-  if not is_concrete(eps):
-    return eps
-  try:
-    value = float(eps)
-  except (TypeError, ValueError):
-    raise ValueError(f"{name} must be a number in (0, 1]; got {eps!r}") from None
-  if math.isnan(value) or not 0.0 < value <= 1.0:
-    raise ValueError(f"{name} must be in (0, 1]; got {eps!r}")
-  return eps
+  return check_unit_interval(name, eps, open_left=True, open_right=False)
 
 
 def check_unit_interval(name: str, value: Any, *, open_left=True, open_right=True):
   """Checks a scalar parameter lies in the interval (0, 1) (ends per flags)."""
   if not is_concrete(value):
     return value
+  lb = "(" if open_left else "["
+  rb = ")" if open_right else "]"
   try:
     v = float(value)
   except (TypeError, ValueError):
-    raise ValueError(f"{name} must be a number; got {value!r}") from None
+    raise ValueError(f"{name} must be a number in {lb}0, 1{rb}; got {value!r}") from None
   lo_ok = v > 0.0 if open_left else v >= 0.0
   hi_ok = v < 1.0 if open_right else v <= 1.0
   if math.isnan(v) or not (lo_ok and hi_ok):
-    lb = "(" if open_left else "["
-    rb = ")" if open_right else "]"
     raise ValueError(f"{name} must be in {lb}0, 1{rb}; got {value!r}")
   return value
 
