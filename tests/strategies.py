@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
-from scipy import stats
 
 
 @st.composite
@@ -37,27 +36,10 @@ def chi_square_pvalue(observed_counts: dict, expected_probs: dict, num_samples: 
 
   Cells whose expected count is below ``min_expected`` are pooled into one
   cell (so the chi-square approximation holds).  Outcomes observed but with
-  expected probability 0 make the test fail outright (p-value 0).
+  expected probability 0 make the test fail outright (p-value 0).  The one
+  implementation is :func:`dspec_theory.conformance.chi_square_test`.
   """
-  for outcome, count in observed_counts.items():
-    if count > 0 and expected_probs.get(outcome, 0.0) <= 0.0:
-      return 0.0
-  big_obs, big_exp = [], []
-  pooled_obs, pooled_exp = 0.0, 0.0
-  for outcome, prob in expected_probs.items():
-    exp = prob * num_samples
-    obs = observed_counts.get(outcome, 0)
-    if exp >= min_expected:
-      big_obs.append(obs)
-      big_exp.append(exp)
-    else:
-      pooled_obs += obs
-      pooled_exp += exp
-  if pooled_exp > 0:
-    big_obs.append(pooled_obs)
-    big_exp.append(pooled_exp)
-  big_exp = np.asarray(big_exp)
-  big_exp = big_exp * (np.sum(big_obs) / big_exp.sum())  # exact totals for scipy
-  if len(big_obs) < 2:
-    return 1.0
-  return float(stats.chisquare(big_obs, big_exp).pvalue)
+  from dspec_theory.conformance import chi_square_test
+
+  return chi_square_test(observed_counts, expected_probs, num_samples,
+                         min_expected=min_expected)[1]

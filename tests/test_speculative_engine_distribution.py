@@ -7,7 +7,7 @@
     no cache).  Lossy SD is compared with the exact enumeration of Algorithm
     A.1 (:func:`dspec_theory.enumeration.speculative_distribution`), which
     also gives the exact expected number of target calls and accepted tokens.
-    Test: chi-square goodness of fit (``scipy.stats.chisquare``), cells with
+    Test: Pearson chi-square goodness of fit (``conformance.chi_square_test``), cells with
     expected count < 5 pooled, significance level ALPHA = 1e-3, fixed seeds.
     A negative control (the draft's own samples) must be rejected at that level.
 (c) Each tested draft is accepted with probability
@@ -28,13 +28,13 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 import pytest
-from scipy import stats
 
 from dspec_models import lm
 from dspec_models import speculative as sd
 from dspec_models.configs import EOS_ID
 from dspec_models.testing import next_token_table, perturbed_params, table_fn, tiny_config
 from dspec_theory.acceptance import lossy_token_acceptance, token_acceptance
+from dspec_theory.conformance import chi_square_test
 from dspec_theory.divergences import tvd_from_logits
 from dspec_theory.enumeration import (ancestral_distribution, prefix_tree_prefixes,
                                       speculative_distribution)
@@ -65,27 +65,15 @@ def _sequences(result):
 
 
 def chi_square(samples, expected):
-  """Chi-square goodness of fit of samples to ``{sequence: probability}``."""
+  """Chi-square goodness of fit of samples to ``{sequence: probability}`` (cells with expected
+  count < 5 pooled; :func:`dspec_theory.conformance.chi_square_test`): ``(p-value, cells)``."""
   n = len(samples)
   counts = collections.Counter(samples)
   unexpected = set(counts) - set(expected)
   assert not unexpected, f"sequences of probability 0 were sampled: {sorted(unexpected)[:5]}"
   assert abs(sum(expected.values()) - 1) < 1e-9
-  cells = sorted(expected, key=lambda s: -expected[s])
-  obs, exp, pooled_obs, pooled_exp = [], [], 0, 0.0
-  for seq in cells:
-    e = n * expected[seq]
-    if e >= 5:
-      obs.append(counts.get(seq, 0))
-      exp.append(e)
-    else:
-      pooled_obs += counts.get(seq, 0)
-      pooled_exp += e
-  if pooled_exp > 0:
-    obs.append(pooled_obs)
-    exp.append(pooled_exp)
-  result = stats.chisquare(np.asarray(obs, float), np.asarray(exp, float))
-  return float(result.pvalue), len(obs)
+  _, pvalue, cells, _, _ = chi_square_test(counts, expected, n)
+  return pvalue, cells
 
 
 def _z(values, mean):
