@@ -8,6 +8,7 @@ Modules:
   markov       exact alpha, L_p, eps, Theorem 4.1 bound, exact finite-gamma SD
   enumeration  brute-force exact distributions for tiny AR models (the check)
   sampler      Algorithm A.1 in JAX and a vectorised Markov SD simulator
+  chi_square   Pearson chi-square with pooling, power, Holm (the statistical tests)
 """
 
 from dspec_theory.acceptance import (

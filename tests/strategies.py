@@ -37,9 +37,9 @@ def chi_square_pvalue(observed_counts: dict, expected_probs: dict, num_samples: 
   Cells whose expected count is below ``min_expected`` are pooled into one
   cell (so the chi-square approximation holds).  Outcomes observed but with
   expected probability 0 make the test fail outright (p-value 0).  The one
-  implementation is :func:`dspec_theory.conformance.chi_square_test`.
+  implementation is :func:`dspec_theory.chi_square.chi_square_test`.
   """
-  from dspec_theory.conformance import chi_square_test
+  from dspec_theory.chi_square import chi_square_test
 
   return chi_square_test(observed_counts, expected_probs, num_samples,
                          min_expected=min_expected)[1]

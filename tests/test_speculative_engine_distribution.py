@@ -7,7 +7,7 @@
     no cache).  Lossy SD is compared with the exact enumeration of Algorithm
     A.1 (:func:`dspec_theory.enumeration.speculative_distribution`), which
     also gives the exact expected number of target calls and accepted tokens.
-    Test: Pearson chi-square goodness of fit (``conformance.chi_square_test``), cells with
+    Test: Pearson chi-square goodness of fit (``dspec_theory.chi_square``), cells with
     expected count < 5 pooled, significance level ALPHA = 1e-3, fixed seeds.
     A negative control (the draft's own samples) must be rejected at that level.
 (c) Each tested draft is accepted with probability
@@ -34,7 +34,7 @@ from dspec_models import speculative as sd
 from dspec_models.configs import EOS_ID
 from dspec_models.testing import next_token_table, perturbed_params, table_fn, tiny_config
 from dspec_theory.acceptance import lossy_token_acceptance, token_acceptance
-from dspec_theory.conformance import chi_square_test
+from dspec_theory.chi_square import chi_square_test
 from dspec_theory.divergences import tvd_from_logits
 from dspec_theory.enumeration import (ancestral_distribution, prefix_tree_prefixes,
                                       speculative_distribution)
@@ -66,7 +66,7 @@ def _sequences(result):
 
 def chi_square(samples, expected):
   """Chi-square goodness of fit of samples to ``{sequence: probability}`` (cells with expected
-  count < 5 pooled; :func:`dspec_theory.conformance.chi_square_test`): ``(p-value, cells)``."""
+  count < 5 pooled; :func:`dspec_theory.chi_square.chi_square_test`): ``(p-value, cells)``."""
   n = len(samples)
   counts = collections.Counter(samples)
   unexpected = set(counts) - set(expected)
