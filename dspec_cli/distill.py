@@ -11,6 +11,8 @@ teacher samples), imitkd (FKL, fixed + student data), fdistill (TVD, student +
 teacher data), gkd (FKL by default, or --divergence jsd:<beta>; on-policy student
 data).  --divergence / --lambda1 / --lambda2 override any preset (fkl, rkl, tvd,
 jsd:<beta>; lambda1 = fixed-data fraction, lambda2 = student share of generated data).
+Acceptance objectives (dspec_theory.objectives): --divergence nla | hybrid | block:<gamma>;
+--normalize token averages the loss over tokens instead of per sequence (Eq. 2).
 
 Evaluations (step 0 = the undistilled draft, then every --eval-every steps) log
 the measurement core's SD statistics at gamma 3/5/7 and T 0/1 (per-token
@@ -57,7 +59,10 @@ def add_parser(subparsers) -> None:
   p.add_argument("--out", required=True, help="run directory of the distillation run")
   p.add_argument("--algo", default="gkd",
                  help="supervised_kd, seqkd, imitkd, fdistill, gkd or custom (default gkd)")
-  p.add_argument("--divergence", default=None, help="fkl, rkl, tvd or jsd:<beta> (overrides the preset)")
+  p.add_argument("--divergence", default=None,
+                 help="fkl, rkl, tvd, jsd:<beta>, or an acceptance objective: nla (-log beta), "
+                      "hybrid[:s,d] (see --kl-scale/--kl-decay), block[:gamma] "
+                      "(overrides the preset)")
   p.add_argument("--lambda1", type=float, default=None, help="fixed-data fraction (overrides the preset)")
   p.add_argument("--lambda2", type=float, default=None,
                  help="student fraction of generated data (overrides the preset)")

@@ -213,3 +213,11 @@ class DistillOptions(TrainOptions):
   gammas: tuple = option("SD block sizes of the evaluations", PAPER_GAMMAS, cli=False)
   temperatures: tuple = option("SD temperatures of the evaluations", PAPER_TEMPERATURES, cli=False)
   length_samples: int = option("teacher samples per input for L_p(x) and Eq. 3", 2, check="int>=1")
+  kl_scale: Optional[float] = option(
+    "--divergence hybrid: scale s in [0, 1] of the KL weight w = s exp(-d beta) (default 1)",
+    None, parse=float)
+  kl_decay: Optional[float] = option(
+    "--divergence hybrid: decay d >= 0 of the KL weight (default 3)", None, parse=float)
+  normalize: str = option(
+    "loss normalisation: 'sequence' (Eq. 2, 1/|y| per sequence) or 'token' (a token mean "
+    "over the batch, as TRL's GKD)", "sequence")

@@ -8,7 +8,10 @@ For a batch ``B = {(x_b, y_b)}``::
 nothing (the divergence's ``where`` mask zeroes them and keeps their logits
 out of the arithmetic).  The teacher logits pass through
 ``jax.lax.stop_gradient``: gradients reach the student only.  ``D`` is any
-divergence of :func:`dspec_theory.divergences.divergence_from_logits`.
+divergence of :func:`dspec_theory.divergences.divergence_from_logits` or
+acceptance objective of :mod:`dspec_theory.objectives` (``nla``, ``hybrid``,
+``block``).  ``normalize="token"`` replaces the per-sequence mean by a token
+mean over the batch, ``sum_{b,t} D_bt / sum_b |y_b|`` (TRL's GKD).
 
 Black-box (SeqKD) targets: :func:`onehot_logits` turns the sequence's own
 tokens into logits ``0`` at the token and ``-inf`` elsewhere, so FKL becomes
@@ -31,7 +34,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from dspec_theory.divergences import divergence_from_logits
+from dspec_theory.objectives import block_acceptance_loss, objective_from_logits, parse_objective
 
 Array = jax.Array
 
@@ -57,7 +60,8 @@ def positionwise_divergence(teacher_logits: Array, student_logits: Array, mask: 
   Args:
     teacher_logits, student_logits: ``[B, L, V]``.
     mask: ``bool [B, L]``, True on real positions.
-    divergence: a name for :func:`divergence_from_logits` or such a function.
+    divergence: a name for :func:`dspec_theory.objectives.objective_from_logits` (any
+      divergence, ``nla``, ``hybrid``, ``block``) or such a function.
     chunk_elements: largest ``B * C * V`` handled at once.
   Returns:
     ``[B, L]`` divergences.
@@ -68,8 +72,13 @@ def positionwise_divergence(teacher_logits: Array, student_logits: Array, mask: 
     >>> [round(float(x), 4) for x in v[0]]
     [0.1667, 0.1667, 0.1667, 0.1667, 0.1667]
   """
-  fn = divergence_from_logits(divergence) if isinstance(divergence, str) else divergence
   mask = jnp.asarray(mask, bool)
+  if isinstance(divergence, str) and parse_objective(divergence).per_sequence:
+    # The block surrogate looks across positions: chunk its per-position TVD, then combine.
+    rejection = positionwise_divergence(teacher_logits, student_logits, mask, "tvd",
+                                        chunk_elements)
+    return block_acceptance_loss(rejection, parse_objective(divergence).params[0], where=mask)
+  fn = objective_from_logits(divergence) if isinstance(divergence, str) else divergence
   batch, length, vocab = student_logits.shape
   chunk = max(1, int(chunk_elements) // max(1, batch * vocab))
   if length <= chunk:
@@ -104,9 +113,12 @@ def per_sequence_divergence(teacher_logits: Array, student_logits: Array, mask: 
   return per_seq, lengths
 
 
+NORMALIZATIONS = ("sequence", "token")
+
+
 def distillation_loss(teacher_logits: Array, student_logits: Array, mask: Array,
                       divergence: str | Callable[..., Array],
-                      chunk_elements: int = CHUNK_ELEMENTS) -> Array:
+                      chunk_elements: int = CHUNK_ELEMENTS, normalize: str = "sequence") -> Array:
   r"""The distillation loss of Eq. 2 (DistillSpec, section 4.1) on a batch.
 
   .. math:: L(\theta) = \frac{1}{|B'|} \sum_{b \in B'} \frac{1}{|y_b|}
@@ -123,9 +135,13 @@ def distillation_loss(teacher_logits: Array, student_logits: Array, mask: Array,
       :func:`onehot_logits` of the sequence for black-box SeqKD).
     student_logits: ``[B, L, V]`` logits of the draft ``q_theta``.
     mask: ``bool [B, L]``, True on real (non-padding) output tokens.
-    divergence: a name (``"fkl"``, ``"rkl"``, ``"tvd"``, ``"jsd:0.5"``) or a
+    divergence: a name (``"fkl"``, ``"rkl"``, ``"tvd"``, ``"jsd:0.5"``, ``"nla"``,
+      ``"hybrid:1,3"``, ``"block:5"``; :mod:`dspec_theory.objectives`) or a
       function of :func:`dspec_theory.divergences.divergence_from_logits`.
     chunk_elements: largest ``B * C * V`` handled at once.
+    normalize: ``"sequence"`` (Eq. 2, the default) or ``"token"``: the mean
+      over all real tokens of the batch, ``sum_{b,t} D_bt / sum_b |y_b|``
+      (TRL's GKD), which weights long rows more.
 
   Returns:
     Scalar loss (0 when no row has a real token).
@@ -138,6 +154,13 @@ def distillation_loss(teacher_logits: Array, student_logits: Array, mask: Array,
 
   Reference: DistillSpec Eq. 2; Algorithm A.2 minimises it every step.
   """
+  if normalize not in NORMALIZATIONS:
+    raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got {normalize!r}")
+  if normalize == "token":
+    mask = jnp.asarray(mask, bool)
+    values = positionwise_divergence(jax.lax.stop_gradient(teacher_logits), student_logits,
+                                     mask, divergence, chunk_elements)
+    return jnp.sum(values) / jnp.maximum(jnp.sum(mask), 1).astype(values.dtype)
   per_seq, lengths = per_sequence_divergence(jax.lax.stop_gradient(teacher_logits),
                                              student_logits, mask, divergence, chunk_elements)
   valid = lengths > 0

@@ -23,7 +23,9 @@ Table 1 lists "FKL / JSD" for GKD (FKL is the default here; pass
 (0.5) and f-Distill (0.5) are not given by Table 1, which only names the
 sources; equal weights are used.  Any divergence of
 :mod:`dspec_theory.divergences` (``fkl``, ``rkl``, ``tvd``, ``jsd:<beta>``)
-combines with any ``(lambda1, lambda2)`` (the recipe grid of Figure 4).
+or acceptance objective of :mod:`dspec_theory.objectives` (``nla``,
+``hybrid[:kl_scale,kl_decay]``, ``block[:gamma]``) combines with any
+``(lambda1, lambda2)`` (the recipe grid of Figure 4).
 Teacher and student temperatures are 1 (Appendix C.3).
 """
 
@@ -33,7 +35,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from dspec_theory.divergences import parse_divergence
+from dspec_theory.objectives import parse_objective
 
 TEACHER_DISTRIBUTION = "distribution"   # white-box: the teacher's full next-token distribution
 TEACHER_ONEHOT = "onehot"               # black-box: one-hot of the sequence's own token
@@ -58,7 +60,7 @@ class Recipe:
   teacher_targets: str = TEACHER_DISTRIBUTION
 
   def __post_init__(self):
-    object.__setattr__(self, "divergence", str(parse_divergence(self.divergence)))
+    object.__setattr__(self, "divergence", str(parse_objective(self.divergence)))
     for field in ("lambda1", "lambda2"):
       value = getattr(self, field)
       if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
@@ -68,7 +70,7 @@ class Recipe:
     if self.teacher_targets not in (TEACHER_DISTRIBUTION, TEACHER_ONEHOT):
       raise ValueError(f"teacher_targets must be {TEACHER_DISTRIBUTION!r} or {TEACHER_ONEHOT!r}; "
                        f"got {self.teacher_targets!r}")
-    if self.teacher_targets == TEACHER_ONEHOT and parse_divergence(self.divergence).kind == "rkl":
+    if self.teacher_targets == TEACHER_ONEHOT and parse_objective(self.divergence).kind == "rkl":
       raise ValueError("divergence 'rkl' is infinite against one-hot (black-box) teacher "
                        "targets; use fkl, tvd or jsd")
 

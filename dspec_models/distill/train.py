@@ -37,7 +37,7 @@ import numpy as np
 from dspec_models import lm
 from dspec_models.configs import ModelConfig
 from dspec_models.distill import data_mix
-from dspec_models.distill.losses import distillation_loss, onehot_logits, token_tvd
+from dspec_models.distill.losses import NORMALIZATIONS, distillation_loss, onehot_logits, token_tvd
 from dspec_models.distill.recipes import TEACHER_ONEHOT, make_recipe
 from dspec_models.distill.sampling import length_mask, sample_outputs
 from dspec_models.options import PAPER_GAMMAS, PAPER_TEMPERATURES, DistillOptions
@@ -49,12 +49,14 @@ from dspec_models.training.schedule import learning_rate_at, make_optimizer
 from dspec_models.training.sft import run_loop, schedule_config
 from dspec_models.training.step import init_optimizer, make_update_step
 from dspec_theory import validation as v
+from dspec_theory.objectives import with_hybrid_constants
 
 
 def distill_loss(student_params: Any, batch: dict, teacher_params: Any, *,
                  student_config: ModelConfig, teacher_config: ModelConfig, divergence: str,
-                 teacher_targets: str) -> tuple[jax.Array, dict]:
-  """Eq. (2) on ``batch = {"inputs", "targets", "mask"}``; aux: tokens, token-mean TVD."""
+                 teacher_targets: str, normalize: str = "sequence") -> tuple[jax.Array, dict]:
+  """Eq. (2) on ``batch = {"inputs", "targets", "mask"}`` (``normalize``: per sequence or per
+  token, :func:`.losses.distillation_loss`); aux: tokens, token-mean TVD."""
   model_batch = {"inputs": batch["inputs"], "targets": batch["targets"]}
   q_logits = lm.forward_logits(student_config, student_params, model_batch)
   mask = batch["mask"]
@@ -66,18 +68,18 @@ def distill_loss(student_params: Any, batch: dict, teacher_params: Any, *,
                                                        model_batch))
     tvd_sum, count = token_tvd(p_logits, jax.lax.stop_gradient(q_logits), mask)
     aux = {"tokens": count, "batch_token_tvd": tvd_sum / jnp.maximum(count, 1)}
-  return distillation_loss(p_logits, q_logits, mask, divergence), aux
+  return distillation_loss(p_logits, q_logits, mask, divergence, normalize=normalize), aux
 
 
 @functools.lru_cache(maxsize=16)
 def distill_programs(student_config: ModelConfig, teacher_config: ModelConfig, divergence: str,
-                     teacher_targets: str, multiply_by_parameter_scale: bool, mesh: Any
-                     ) -> tuple[Any, Callable]:
+                     teacher_targets: str, multiply_by_parameter_scale: bool, mesh: Any,
+                     normalize: str = "sequence") -> tuple[Any, Callable]:
   """``(optimizer, jitted update)``, cached per process (see ``sft_programs``)."""
   optimizer = make_optimizer(multiply_by_parameter_scale=multiply_by_parameter_scale)
   loss = functools.partial(distill_loss, student_config=student_config,
                            teacher_config=teacher_config, divergence=divergence,
-                           teacher_targets=teacher_targets)
+                           teacher_targets=teacher_targets, normalize=normalize)
   return optimizer, make_update_step(loss, optimizer, mesh)
 
 
@@ -172,7 +174,12 @@ def train_distill(options: DistillOptions, *,
   if not isinstance(options, DistillOptions):
     raise ValueError(f"options must be a DistillOptions; got {type(options).__name__}")
   options = options.validated()
-  recipe = make_recipe(options.algo, divergence=options.divergence, lambda1=options.lambda1,
+  divergence = options.divergence
+  if options.kl_scale is not None or options.kl_decay is not None:   # --kl-scale / --kl-decay
+    divergence = with_hybrid_constants(divergence, options.kl_scale, options.kl_decay)
+  if options.normalize not in NORMALIZATIONS:
+    raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got {options.normalize!r}")
+  recipe = make_recipe(options.algo, divergence=divergence, lambda1=options.lambda1,
                        lambda2=options.lambda2)
   gammas = tuple(v.check_positive_int("gammas", g) for g in options.gammas)
   temperatures = tuple(v.check_temperature(t, "temperatures") for t in options.temperatures)
@@ -214,7 +221,8 @@ def train_distill(options: DistillOptions, *,
   rundir.write_config(run_dir, run_config)
 
   optimizer, update = distill_programs(s_cfg, t_cfg, recipe.divergence, recipe.teacher_targets,
-                                       options.multiply_by_parameter_scale, mesh)
+                                       options.multiply_by_parameter_scale, mesh,
+                                       options.normalize)
   teacher_params = parallel.replicate(t_params, mesh)
   params = parallel.replicate(s_params, mesh)
   init_state = ckpt.TrainState(step=0, params=params,

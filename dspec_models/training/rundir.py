@@ -310,6 +310,7 @@ DISTILL_SETTINGS = (
     ("--divergence", ("recipe", "divergence")),
     ("--lambda1", ("recipe", "lambda1")),
     ("--lambda2", ("recipe", "lambda2")),
+    ("--normalize", ("train", "normalize")),
 ) + _COMMON_SETTINGS
 _MISSING = object()
 _SCHEDULE_FLAGS = ("--warmup-steps", "--cooldown-begin", "--cooldown-end")
