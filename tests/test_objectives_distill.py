@@ -149,3 +149,16 @@ def test_distill_runs_with_the_new_objectives_end_to_end(tmp_path, capsys):
   # resuming a run with the other normalisation is refused (one line, exit 2)
   assert main(base + ["--out", str(tmp_path / "block"), "--divergence", "block:3"]) == 2
   assert "--normalize" in capsys.readouterr().err
+
+
+def test_pretrained_distill_applies_the_objective_flags_before_loading(tmp_path):
+  import argparse
+
+  from dspec_models.pretrained.distill import distill_pretrained, run_from_cli
+
+  args = argparse.Namespace(teacher="none", student="none", out=str(tmp_path), divergence="tvd",
+                            kl_scale=0.5, kl_decay=None)
+  with pytest.raises(ValueError, match="hybrid"):
+    run_from_cli(args)
+  with pytest.raises(ValueError, match="normalize"):
+    distill_pretrained("none", "none", tmp_path, normalize="batch")

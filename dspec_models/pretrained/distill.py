@@ -61,7 +61,7 @@ def distill_pretrained(teacher: str, student: str, out_dir: str | Path, *, algo:
                        steps: int = 100, batch_size: int = 8, learning_rate: float = 3e-4,
                        max_new_tokens: int = 64, max_input_len: int = 192,
                        num_prompts: int = 2048, save_every: int = 25, seed: int = 0,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, normalize: str = "sequence") -> dict:
   """Distils ``student`` towards ``teacher``; returns the run's summary (module doc).
 
   Raises:
@@ -83,12 +83,15 @@ def distill_pretrained(teacher: str, student: str, out_dir: str | Path, *, algo:
   if not learning_rate > 0:
     raise ValueError(f"learning_rate must be > 0; got {learning_rate!r}")
   recipe = make_recipe(algo, divergence=divergence, lambda1=lambda1, lambda2=lambda2)
+  if normalize not in ("sequence", "token"):
+    raise ValueError(f"normalize must be 'sequence' or 'token'; got {normalize!r}")
   task = task or DEFAULT_TASK
   out = Path(out_dir)
   settings = {"teacher": str(teacher), "student": str(student), "task": task,
               "recipe": recipe.describe(), "batch_size": batch_size,
               "learning_rate": learning_rate, "max_new_tokens": max_new_tokens,
-              "max_input_len": max_input_len, "seed": seed}
+              "max_input_len": max_input_len, "seed": seed,
+              **({"normalize": normalize} if normalize != "sequence" else {})}
   (t_cfg, t_params), (s_cfg, s_params), tok, _ = resolve_pair(teacher, student)
   start = 0
   progress_path = out / "progress.json"
@@ -103,7 +106,7 @@ def distill_pretrained(teacher: str, student: str, out_dir: str | Path, *, algo:
                                 max_input_len=max_input_len)
   refs = _references(task, "train", prompts.shape[0], tok, t_cfg, max_new_tokens, max_input_len)
   optimizer, update = distill_programs(s_cfg, t_cfg, recipe.divergence, recipe.teacher_targets,
-                                       True, None)
+                                       True, None, normalize)
   opt_state = init_optimizer(optimizer, s_params)
   rng = jax.random.PRNGKey(seed)
 
@@ -153,12 +156,17 @@ def run_from_cli(args: Any) -> int:
   """``dspec distill --teacher CHECKPOINT --student CHECKPOINT --out DIR`` (flags by name)."""
   get = lambda name, default: getattr(args, name, None) if getattr(args, name, None) is not None \
       else default
+  from dspec_theory.objectives import with_hybrid_constants
+
+  divergence = get("divergence", None)
+  if get("kl_scale", None) is not None or get("kl_decay", None) is not None:
+    divergence = with_hybrid_constants(divergence, get("kl_scale", None), get("kl_decay", None))
   summary = distill_pretrained(
       args.teacher, args.student, args.out, algo=get("algo", "gkd"),
-      divergence=get("divergence", None), lambda1=get("lambda1", None),
+      divergence=divergence, lambda1=get("lambda1", None),
       lambda2=get("lambda2", None), task=get("task", None), steps=int(get("steps", 100)),
       batch_size=int(get("batch_size", 8)), learning_rate=float(get("learning_rate", 3e-4)),
-      seed=int(get("seed", 0)),
+      seed=int(get("seed", 0)), normalize=get("normalize", "sequence"),
       progress=bool(getattr(args, "progress", True)) and not getattr(args, "no_progress", False))
   print(json.dumps(summary, indent=2))
   return 0
