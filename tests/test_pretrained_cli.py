@@ -80,3 +80,13 @@ def test_distill_pretrained_pair_runs_and_resumes(tmp_path):
   with pytest.raises(ValueError, match="other settings"):
     distill_pretrained(str(tmp_path / "t"), str(tmp_path / "d"), out, steps=4,
                        **{**kw, "batch_size": 3})
+
+
+def test_run_directories_are_not_taken_for_pretrained_folders(tmp_path):
+  from dspec_models.pretrained import is_pretrained_path
+  from dspec_models.training.rundir import write_config
+
+  write_config(tmp_path / "run", {"task": "dspec_lm_ptb", "model": {}, "vocab": {}})
+  assert not is_pretrained_path(str(tmp_path / "run"))
+  _write_folder(str(tmp_path / "hf"), "gpt2")
+  assert is_pretrained_path(str(tmp_path / "hf")) and is_pretrained_path("smollm2-135m")

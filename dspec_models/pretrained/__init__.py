@@ -40,8 +40,8 @@ def resolve_pretrained(name_or_path: str) -> str:
 
   Raises:
     ValueError: naming ``name_or_path`` when it is neither a registered name
-      (whose package is installed) nor a ``.gguf`` file nor a folder with
-      ``config.json``.
+      (whose package is installed) nor a ``.gguf`` file nor a Hugging Face
+      folder (``config.json`` + ``model.safetensors`` or its index).
   """
   if name_or_path in REGISTRY:
     package, filename = REGISTRY[name_or_path]
@@ -56,19 +56,28 @@ def resolve_pretrained(name_or_path: str) -> str:
   if is_pretrained_path(name_or_path):
     return name_or_path
   raise ValueError(f"pretrained model {name_or_path!r} is neither a registered name "
-                   f"({sorted(REGISTRY)}) nor a .gguf file nor a folder with config.json")
+                   f"({sorted(REGISTRY)}) nor a .gguf file nor a folder with config.json and "
+                   "model.safetensors")
 
 
 def is_pretrained_path(path: str) -> bool:
-  """Whether ``path`` is a registered name, a ``.gguf`` file or a Hugging Face folder."""
+  """Whether ``path`` is a registered name, a ``.gguf`` file or a Hugging Face folder.
+
+  A Hugging Face folder has ``config.json`` and ``model.safetensors`` (or its
+  sharded index); a ``dspec train``/``distill`` run directory (``config.json``
+  beside orbax ``checkpoints/``, or only ``config.json`` before its first
+  checkpoint) is not one.
+  """
+  path = str(path)
   if path in REGISTRY:
     return True
   if os.path.isfile(path) and path.endswith(".gguf"):
     return True
   if not (os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))):
     return False
-  # a dspec train/distill run directory has a config.json too, with orbax checkpoints/
-  return not os.path.isdir(os.path.join(path, "checkpoints"))
+  weights = any(os.path.isfile(os.path.join(path, f))
+                for f in ("model.safetensors", "model.safetensors.index.json"))
+  return weights and not os.path.isdir(os.path.join(path, "checkpoints"))
 
 
 def _to_config(hf: dict, name: str, tokenizer: PretrainedTokenizer, dtype: str) -> ModelConfig:
