@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special
 
@@ -48,6 +48,7 @@ def _softmax(x):
 # --- Values against independent numpy / scipy computations -------------------------------
 
 
+@settings(max_examples=25)   # each new shape compiles
 @given(logit_pairs())
 def test_neg_log_acceptance_matches_numpy(pq):
   p, q = pq
@@ -87,6 +88,7 @@ def test_neg_log_acceptance_disjoint_supports_is_inf_with_zero_gradient():
   np.testing.assert_array_equal(np.asarray(g)[1:], 0.0)
 
 
+@settings(max_examples=25)   # each new shape compiles
 @given(logit_pairs(), st.floats(0.0, 1.0), st.floats(0.0, 10.0))
 def test_hybrid_matches_numpy(pq, scale, decay):
   p, q = pq
@@ -142,6 +144,7 @@ def _block_reference(rej, gamma, mask):
   return out
 
 
+@settings(max_examples=25)   # each new shape compiles
 @given(st.integers(1, 7), st.integers(1, 9), st.integers(0, 10_000))
 def test_block_loss_matches_loops(gamma, length, seed):
   rng = np.random.default_rng(seed)
