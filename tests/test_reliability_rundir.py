@@ -354,3 +354,20 @@ def test_write_json_mode_is_0666_less_umask(tmp_path):
   finally:
     os.umask(old)
   assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o664
+
+
+def test_distill_resumes_past_a_damaged_checkpoint(distill_pair, tmp_path, capsys):
+  from dspec_models.training import read_metrics
+
+  root = distill_pair
+  out = tmp_path / "kd"
+  assert main(_distill_argv(root, out)) == 0        # checkpoints at steps 1 and 2
+  damaged = _copy(out, tmp_path / "kd_damaged")
+  _bit_flip(damaged / "checkpoints" / "2")
+  capsys.readouterr()
+  assert main(_distill_argv(root, damaged)) == 0
+  err = capsys.readouterr().err
+  assert "checkpoint step 2" in err and "resuming from step 1" in err, err
+  _assert_same_params(damaged, out)
+  strip = lambda d: [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(d)]
+  assert strip(damaged) == strip(out)
