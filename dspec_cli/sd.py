@@ -3,6 +3,7 @@
   dspec sd --target runs/dspec_translate_en_de/target --draft runs/dspec_translate_en_de/draft
   dspec sd --target RUN --draft RUN --gammas 3,5,7 --temperatures 0,1 --num-examples 100
   dspec sd --target RUN --draft RUN --lenience sq:0.5 --out results/sd/lossy
+  dspec sd --target RUN --draft RUN --verification token,block
 
 For every block size gamma and temperature T (batch size 1, the first N
 examples of the task's held-out split; paper section 5.1, Appendix C.4):
@@ -48,6 +49,10 @@ def add_parser(subparsers) -> None:
   p.add_argument("--temperatures", default="0,1", help="temperatures (default 0,1)")
   p.add_argument("--lenience", default=None,
                  help="lossy SD lenience, e.g. sq:0.5, lin:0.3, exp:0.5 (default lossless)")
+  p.add_argument("--verification", default="token",
+                 help="'token' (Algorithm A.1), 'block' (block verification, Sun et al. 2025) or"
+                      " 'token,block': one full measurement each (OUT/token, OUT/block with --out;"
+                      " default dirs get a --block suffix), then tau side by side")
   p.add_argument("--max-new-tokens", type=int, default=None,
                  help="maximum generated tokens (default: the target run's max_target_len)")
   p.add_argument("--repeats", type=int, default=3,
@@ -90,19 +95,47 @@ def run(args) -> int:
     from dspec_models.training.rundir import require_writable_dir
 
     require_writable_dir(args.out)
-  from dspec_models.measure import MeasureOptions, format_report, measure_runs
+  from dspec_cli.theory import parse_verifications
+  from dspec_models.measure import MeasureOptions
 
-  options = MeasureOptions(
-      gammas=args.gammas, temperatures=args.temperatures, lenience=args.lenience,
-      num_examples=args.num_examples, timing_examples=args.timing_examples,
-      repeats=args.repeats, latency_repeats=args.latency_repeats,
-      max_new_tokens=args.max_new_tokens, seed=args.seed)
-  # Fail fast on bad gammas/temperatures/lenience, before any model is loaded
-  # (max_new_tokens may still be None: the target run's max_target_len).
-  dataclasses.replace(options, max_new_tokens=args.max_new_tokens or 1).validated()
+  verifications = parse_verifications(args.verification)
+  runs = []
+  for verification in verifications:
+    options = MeasureOptions(
+        gammas=args.gammas, temperatures=args.temperatures, lenience=args.lenience,
+        verification=verification, num_examples=args.num_examples,
+        timing_examples=args.timing_examples, repeats=args.repeats,
+        latency_repeats=args.latency_repeats, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    # Fail fast on bad gammas/temperatures/lenience/verification, before any model is loaded
+    # (max_new_tokens may still be None: the target run's max_target_len).
+    dataclasses.replace(options, max_new_tokens=args.max_new_tokens or 1).validated()
+    runs.append(options)
+  if len(runs) == 1:
+    return _measure(args, runs[0], args.out)
+  import os
+
+  taus = {}
+  for options in runs:
+    out = None if args.out is None else os.path.join(args.out, options.verification)
+    _, report = _measure(args, options, out, return_report=True)
+    taus[options.verification] = {k: c.get("tau_ratio_of_totals") or {}
+                                  for k, c in report["cells"].items()}
+  print("\ntau (ratio of totals), token vs block verification:")
+  for cell in taus["token"]:
+    tok = taus["token"][cell].get("value")
+    blk = taus["block"].get(cell, {}).get("value")
+    gain = "" if not (tok and blk) else f"  block/token - 1 = {100 * (blk / tok - 1):+.2f}%"
+    print(f"  {cell}: token {tok}  block {blk}{gain}")
+  return 0
+
+
+def _measure(args, options, out_dir, return_report=False):
+  """One measurement (``measure_runs``) with the CLI's settings; prints its report."""
+  from dspec_models.measure import format_report, measure_runs
+
   report, out = measure_runs(
       args.target, args.draft, options=options, task=args.task, split=args.split,
-      out_dir=args.out, target_step=args.target_step, draft_step=args.draft_step,
+      out_dir=out_dir, target_step=args.target_step, draft_step=args.draft_step,
       lm_prompt_len=args.lm_prompt_len, fresh=args.fresh, progress=not args.no_progress)
   if args.json:
     import json
@@ -111,8 +144,8 @@ def run(args) -> int:
              for k, c in report["cells"].items()}
     print(json.dumps({"out": str(out), "cells": cells, "settings": report["settings"]},
                      indent=1))
-    return 0
+    return (0, report) if return_report else 0
   print(format_report(report))
   print(f"report: {out}/sd_measure.json  plots: {report['plots'].get('tau')}, "
         f"{report['plots'].get('speedup')}")
-  return 0
+  return (0, report) if return_report else 0

@@ -320,3 +320,24 @@ def test_cli_block_gain_study(capsys):
     for cell in pair["per_gamma"]:
       assert cell["gain"] >= -1e-12
   assert main(["theory", "block-gain", "--seeds", "0"]) == 2
+
+
+def test_cli_sd_verification_flag_errors(capsys, tmp_path):
+  from dspec_cli.main import main
+
+  base = ["sd", "--target", str(tmp_path / "t"), "--draft", str(tmp_path / "d")]
+  assert main(base + ["--verification", "tree"]) == 2
+  assert "--verification must be 'token', 'block' or 'token,block'" in capsys.readouterr().err
+  assert main(base + ["--verification", "block", "--lenience", "sq:0.5"]) == 2
+  assert "lenience is defined for verification='token' only" in capsys.readouterr().err
+
+
+def test_measure_options_verification():
+  from dspec_models.measure import MeasureOptions
+
+  opts = MeasureOptions(max_new_tokens=4, verification="block").validated()
+  assert opts.verification == "block" and opts.as_dict()["verification"] == "block"
+  # The default is left out of the recorded settings, so earlier reports still resume.
+  assert "verification" not in MeasureOptions(max_new_tokens=4).validated().as_dict()
+  with pytest.raises(ValueError, match="verification must be"):
+    MeasureOptions(max_new_tokens=4, verification="tree").validated()

@@ -51,6 +51,8 @@ class MeasureOptions:
     gammas: block sizes (each ``>= 1``).
     temperatures: sampling temperatures (each ``>= 0``; 0 = greedy).
     lenience: None (lossless) or a lenience spec string such as ``"sq:0.5"``.
+    verification: ``"token"`` (Algorithm A.1) or ``"block"`` (Sun et al., 2025;
+      lossless, no lenience).
     num_examples: held-out examples per cell (alpha, tau).
     timing_examples: the first this many examples are also timed (SD and
       autoregressive, interleaved); None = all, 0 = no wall-clock speedups.
@@ -65,6 +67,7 @@ class MeasureOptions:
   gammas: tuple[int, ...] = PAPER_GAMMAS
   temperatures: tuple[float, ...] = PAPER_TEMPERATURES
   lenience: Optional[str] = None
+  verification: str = "token"
   num_examples: int = 100
   timing_examples: Optional[int] = None
   repeats: int = 3
@@ -86,6 +89,9 @@ class MeasureOptions:
     if len(set(temps)) != len(temps):
       raise ValueError(f"temperatures must be distinct; got {list(temps)}")
     lenience = parse_lenience(self.lenience)
+    from dspec_theory.validation import check_verification
+
+    check_verification(self.verification, lenience)
     for name, low in (("num_examples", 1), ("repeats", 1), ("latency_repeats", 1),
                       ("max_new_tokens", 1), ("seed", 0)):
       v.check_int(name, getattr(self, name), low)
@@ -110,4 +116,6 @@ class MeasureOptions:
     d = dataclasses.asdict(self)
     d["gammas"] = list(self.gammas)
     d["temperatures"] = list(self.temperatures)
+    if d["verification"] == "token":
+      del d["verification"]  # the default: reports written before the option still resume
     return d

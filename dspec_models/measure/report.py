@@ -198,7 +198,8 @@ def format_report(report: dict) -> str:
   head = (f"task {s['task']} ({s['split']}, {opts['num_examples']} examples, "
           f"{opts['timing_examples']} timed x {opts['repeats']} repeats, batch 1, "
           f"max {opts['max_new_tokens']} new tokens"
-          + (f", lenience {opts['lenience']}" if opts.get("lenience") else "") + ")\n"
+          + (f", lenience {opts['lenience']}" if opts.get("lenience") else "")
+          + (", block verification" if opts.get("verification") == "block" else "") + ")\n"
           f"target {t.get('model_name')} ({t.get('num_params'):,} params, step {t.get('step')}) "
           f"draft {d.get('model_name')} ({d.get('num_params'):,} params, step {d.get('step')}) "
           f"on {report['environment'].get('device')}")

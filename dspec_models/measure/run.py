@@ -177,11 +177,13 @@ def alpha_eq3_along_target(target: Any, draft: Any, inputs: np.ndarray, *, seed:
 
 
 def default_out_dir(task: str, target_run: Any, draft_run: Any,
-                    lenience: Optional[str] = None) -> Path:
-  """``results/sd/<task>/<target dir name>--<draft dir name>[--<lenience>]``."""
+                    lenience: Optional[str] = None, verification: str = "token") -> Path:
+  """``results/sd/<task>/<target dir name>--<draft dir name>[--<lenience>][--block]``."""
   name = f"{Path(target_run).resolve().name}--{Path(draft_run).resolve().name}"
   if lenience:
     name += "--" + str(lenience).replace(":", "")
+  if verification == "block":
+    name += "--block"
   return Path("results") / "sd" / task / name
 
 
@@ -226,7 +228,8 @@ def measure_runs(target_run: Any, draft_run: Any, *, options: MeasureOptions,
     raise ValueError(f"num_examples={options.num_examples} but the {split} split of {task} "
                      f"has only {held.inputs.shape[0]} examples")
   out = Path(out_dir) if out_dir is not None else default_out_dir(task, target_run, draft_run,
-                                                                  options.lenience)
+                                                                  options.lenience,
+                                                                  options.verification)
   spec_has_inputs = pair.target[0].is_encoder_decoder or pair.max_input_len > 0
   settings = {
       "task": task, "split": split, "vocab": pair.vocab,

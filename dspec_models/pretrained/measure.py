@@ -184,6 +184,8 @@ def measure_pretrained(target: str, draft: str, *, options: Any, task: Optional[
   if out_dir is None:
     name = lambda spec: Path(str(spec)).name.removesuffix(".gguf")
     out_dir = Path("results") / "sd" / task / f"{name(target)}--{name(draft)}"
+    if options.verification == "block":
+      out_dir = out_dir.with_name(out_dir.name + "--block")
   settings = {"task": task, "split": split, "vocab": info["vocab"],
               "max_input_len": int(max_input_len),
               "prompts": "chat template" if task in _INSTRUCTIONS else
