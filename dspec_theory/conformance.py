@@ -50,9 +50,12 @@ verification only).
 (:func:`dspec_theory.sampler.speculative_step`) in this contract;
 :func:`block_reference_step` the same with block verification.
 
+Modules: the contract's reference steps in :mod:`dspec_theory.conformance_contract`,
+the adversarial pairs in :mod:`dspec_theory.conformance_cases`, the statistics in
+:mod:`dspec_theory.chi_square`; this module drives them (all re-exported here).
+
 The statistics
 --------------
-(Implemented in :mod:`dspec_theory.chi_square`.)
 For every adversarial case (:func:`adversarial_cases`) and every gamma, two
 Pearson chi-square tests are run on the same decodes:
 
@@ -91,139 +94,13 @@ import numpy as np
 from dspec_theory import validation as v
 from dspec_theory.chi_square import (chi_square_test, detectable_effect, holm_adjust,  # noqa: F401
                                      required_samples)
+from dspec_theory.conformance_cases import Case, adversarial_cases  # noqa: F401
+from dspec_theory.conformance_contract import (  # noqa: F401
+    _next_rows, _safe_log, block_reference_step, draft_block, reference_step)
 from dspec_theory.lenience import parse_lenience
-from dspec_theory.markov import MarkovLM, markov_lm, next_token_fn
+from dspec_theory.markov import MarkovLM, next_token_fn
 
 StepFn = Callable[..., Any]
-
-
-# ---------------------------------------------------------------------------
-# The project's sampler in the contract.
-
-
-def _next_rows(lm: MarkovLM, context: jax.Array) -> jax.Array:
-  """Next-token distribution after ``context`` (``-1``: the start row ``init``)."""
-  return jnp.where(context < 0, lm.init, lm.trans[jnp.maximum(context, 0)])
-
-
-def _safe_log(x: jax.Array) -> jax.Array:
-  positive = x > 0
-  return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
-
-
-def draft_block(key: jax.Array, draft: MarkovLM, context: jax.Array, gamma: int):
-  """Samples ``gamma`` tokens from ``draft`` after ``context``.
-
-  Returns:
-    ``(tokens [gamma], draft_rows [gamma, V], contexts [gamma + 1])``: the
-    drafted tokens, the draft distribution each was drawn from, and the
-    context before each drafted token plus the one after the last.
-  """
-
-  def one(c, k):
-    row = _next_rows(draft, c)
-    tok = jax.random.categorical(k, _safe_log(row)).astype(jnp.int32)
-    return tok, (tok, row, c)
-
-  last, (toks, rows, ctxs) = jax.lax.scan(one, jnp.asarray(context, jnp.int32),
-                                          jax.random.split(key, gamma))
-  return toks, rows, jnp.concatenate([ctxs, last[None]])
-
-
-def reference_step(key: jax.Array, target: MarkovLM, draft: MarkovLM, context: Any,
-                   gamma: int, lenience: Any = None, verification: str = "token") -> jax.Array:
-  """The project's speculative step (:func:`dspec_theory.sampler.speculative_step`) in the contract.
-
-  Drafts ``gamma`` tokens with :func:`draft_block`, gathers the target's rows at
-  the ``gamma + 1`` positions, and verifies.
-
-  Example:
-    >>> from dspec_theory.markov import random_markov_lm
-    >>> p = random_markov_lm(jax.random.key(0), 3)
-    >>> reference_step(jax.random.key(1), p, p, -1, 2).shape
-    (3,)
-  """
-  from dspec_theory.sampler import speculative_step
-
-  k_draft, k_verify = jax.random.split(key)
-  toks, q_rows, ctxs = draft_block(k_draft, draft, context, gamma)
-  p_rows = jax.vmap(lambda c: _next_rows(target, c))(ctxs)
-  return speculative_step(k_verify, toks, q_rows, p_rows, lenience=lenience,
-                          verification=verification).tokens
-
-
-def block_reference_step(key: jax.Array, target: MarkovLM, draft: MarkovLM, context: Any,
-                         gamma: int) -> jax.Array:
-  """:func:`reference_step` with ``verification="block"`` (Sun et al., 2025, Algorithm 2).
-
-  Example:
-    >>> from dspec_theory.markov import random_markov_lm
-    >>> p = random_markov_lm(jax.random.key(0), 3)
-    >>> bool((block_reference_step(jax.random.key(1), p, p, -1, 2) >= 0).all())  # p = q: all kept
-    True
-  """
-  return reference_step(key, target, draft, context, gamma, verification="block")
-
-
-# ---------------------------------------------------------------------------
-# Adversarial target/draft pairs.
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-  """A named adversarial target/draft pair (vocabulary ``V``, EOS = 0)."""
-
-  name: str
-  target: MarkovLM
-  draft: MarkovLM
-
-
-def _lm(init, trans) -> MarkovLM:
-  init = np.asarray(init, np.float64)
-  trans = np.asarray(trans, np.float64)
-  return markov_lm(init / init.sum(), trans / trans.sum(axis=1, keepdims=True), 0)
-
-
-def adversarial_cases(seed: int = 0) -> list[Case]:
-  """Target/draft pairs (V = 4, token 0 = EOS) chosen to expose sampler bugs.
-
-  * ``sparse``: zeros in both models at different tokens (q misses tokens p has);
-  * ``peaked``: both nearly one-hot, on different tokens (almost every draft
-    rejected, the residual decides);
-  * ``near-equal``: q a small perturbation of p (rare rejections);
-  * ``disjoint``: p and q have disjoint supports (every draft rejected);
-  * ``flat-draft``: q uniform, p peaked (many partial acceptances);
-  * ``mode-mismatch``: q's mode is a token p finds unlikely (exposes drafting
-    by argmax);
-  * ``random``: Dirichlet(0.5) rows, with zeros, from ``seed``.
-  """
-  u = [0.25, 0.25, 0.25, 0.25]
-  cases = [
-      Case("sparse",
-           _lm([0, 5, 5, 0], [u, [2, 0, 8, 0], [1, 6, 0, 3], [0, 0, 0, 1]]),
-           _lm([0, 0, 3, 7], [u, [0, 5, 5, 0], [3, 0, 7, 0], u])),
-      Case("peaked",
-           _lm([1, 97, 1, 1], [u, [1, 1, 97, 1], [1, 1, 1, 97], [97, 1, 1, 1]]),
-           _lm([1, 1, 97, 1], [u, [1, 97, 1, 1], [97, 1, 1, 1], [1, 1, 97, 1]])),
-      Case("near-equal",
-           _lm([10, 30, 40, 20], [u, [20, 30, 30, 20], [30, 10, 20, 40], [25, 35, 15, 25]]),
-           _lm([11, 28, 41, 20], [u, [19, 31, 29, 21], [31, 10, 19, 40], [24, 36, 15, 25]])),
-      Case("disjoint",
-           _lm([3, 7, 0, 0], [u, [4, 6, 0, 0], [5, 5, 0, 0], [2, 8, 0, 0]]),
-           _lm([0, 0, 5, 5], [u, [0, 0, 3, 7], [0, 0, 6, 4], [0, 0, 5, 5]])),
-      Case("flat-draft",
-           _lm([5, 85, 5, 5], [u, [10, 5, 80, 5], [10, 5, 5, 80], [70, 10, 10, 10]]),
-           _lm(u, [u, u, u, u])),
-      Case("mode-mismatch",
-           _lm([10, 10, 50, 30], [u, [20, 10, 40, 30], [15, 45, 10, 30], [30, 20, 40, 10]]),
-           _lm([10, 35, 30, 25], [u, [10, 25, 35, 30], [10, 20, 30, 40], [25, 40, 20, 15]])),
-  ]
-  rng = np.random.default_rng(seed)
-  rows = rng.dirichlet(np.full(4, 0.5), size=(2, 5))
-  rows = np.where(rng.random(rows.shape) < 0.2, 0.0, rows)
-  rows[..., 1] += 1e-3  # every row keeps some mass
-  cases.append(Case("random", _lm(rows[0, 4], rows[0, :4]), _lm(rows[1, 4], rows[1, :4])))
-  return cases
 
 
 # ---------------------------------------------------------------------------
