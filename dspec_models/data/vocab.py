@@ -37,103 +37,103 @@ MAX_TRAINING_CHARS = 4_000_000
 
 
 def vocab_path(task_name: str, vocab_size: int, directory: Path | str | None = None) -> Path:
-    """``<directory>/<task_name>_<vocab_size>.model``."""
-    if not isinstance(vocab_size, int) or vocab_size < 16:
-        raise ValueError(f"vocab_size must be an int >= 16, got {vocab_size!r}")
-    directory = Path(directory) if directory is not None else default_vocab_dir()
-    return directory / f"{task_name}_{vocab_size}.model"
+  """``<directory>/<task_name>_<vocab_size>.model``."""
+  if not isinstance(vocab_size, int) or vocab_size < 16:
+    raise ValueError(f"vocab_size must be an int >= 16, got {vocab_size!r}")
+  directory = Path(directory) if directory is not None else default_vocab_dir()
+  return directory / f"{task_name}_{vocab_size}.model"
 
 
 def train_sentencepiece(
-    lines: Iterable[str],
-    model_path: Path | str,
-    vocab_size: int,
-    character_coverage: float = 0.9995,
-    user_defined_symbols: tuple[str, ...] = (),
-    max_chars: int = MAX_TRAINING_CHARS,
+  lines: Iterable[str],
+  model_path: Path | str,
+  vocab_size: int,
+  character_coverage: float = 0.9995,
+  user_defined_symbols: tuple[str, ...] = (),
+  max_chars: int = MAX_TRAINING_CHARS,
 ) -> Path:
-    """Train a unigram SentencePiece model on ``lines`` and write ``model_path``.
+  """Train a unigram SentencePiece model on ``lines`` and write ``model_path``.
 
-    Only the first lines up to ``max_chars`` characters in total are used.
+  Only the first lines up to ``max_chars`` characters in total are used.
 
-    ``user_defined_symbols`` are kept as single pieces (PTB's literal ``<unk>`` token; the
-    model's own unknown piece, id 2, is then named ``<sp_unk>`` to avoid the clash).
+  ``user_defined_symbols`` are kept as single pieces (PTB's literal ``<unk>`` token; the
+  model's own unknown piece, id 2, is then named ``<sp_unk>`` to avoid the clash).
 
-    The model is written atomically (temporary prefix, then rename), so concurrent test
-    workers never see a half-written file. Raises ``ValueError`` for a bad ``vocab_size``
-    or empty ``lines``.
-    """
-    import sentencepiece as spm
+  The model is written atomically (temporary prefix, then rename), so concurrent test
+  workers never see a half-written file. Raises ``ValueError`` for a bad ``vocab_size``
+  or empty ``lines``.
+  """
+  import sentencepiece as spm
 
-    if not isinstance(vocab_size, int) or vocab_size < 16:
-        raise ValueError(f"vocab_size must be an int >= 16, got {vocab_size!r}")
-    if not 0.0 < character_coverage <= 1.0:
-        raise ValueError(f"character_coverage must be in (0, 1], got {character_coverage}")
-    model_path = Path(model_path)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
-        text_file = Path(tmp) / "train.txt"
-        n_lines = n_chars = 0
-        with open(text_file, "w", encoding="utf-8") as f:
-            for line in lines:
-                line = " ".join(line.split())
-                if not line:
-                    continue
-                if n_lines and n_chars + len(line) > max_chars:
-                    break
-                f.write(line + "\n")
-                n_lines += 1
-                n_chars += len(line)
-        if n_lines == 0:
-            raise ValueError("lines must contain at least one non-empty line")
-        prefix = Path(tmp) / "sp"
-        spm.set_random_generator_seed(TRAIN_SEED)
-        try:
-            spm.SentencePieceTrainer.train(
-                input=str(text_file),
-                model_prefix=str(prefix),
-                vocab_size=vocab_size,
-                model_type="unigram",
-                character_coverage=character_coverage,
-                pad_id=PAD_ID,
-                eos_id=EOS_ID,
-                unk_id=UNK_ID,
-                bos_id=-1,
-                unk_piece="<sp_unk>" if "<unk>" in user_defined_symbols else "<unk>",
-                user_defined_symbols=list(user_defined_symbols),
-                input_sentence_size=MAX_TRAINING_LINES,
-                shuffle_input_sentence=True,
-                max_sentence_length=16384,
-                num_threads=1,
-                minloglevel=2,
-            )
-        except RuntimeError as exc:
-            if "Vocabulary size" in str(exc):
-                raise ValueError(f"vocab_size={vocab_size} is too large for this text: {exc}") from exc
-            raise
-        os.replace(f"{prefix}.model", model_path)
-    return model_path
+  if not isinstance(vocab_size, int) or vocab_size < 16:
+    raise ValueError(f"vocab_size must be an int >= 16, got {vocab_size!r}")
+  if not 0.0 < character_coverage <= 1.0:
+    raise ValueError(f"character_coverage must be in (0, 1], got {character_coverage}")
+  model_path = Path(model_path)
+  model_path.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
+    text_file = Path(tmp) / "train.txt"
+    n_lines = n_chars = 0
+    with open(text_file, "w", encoding="utf-8") as f:
+      for line in lines:
+        line = " ".join(line.split())
+        if not line:
+          continue
+        if n_lines and n_chars + len(line) > max_chars:
+          break
+        f.write(line + "\n")
+        n_lines += 1
+        n_chars += len(line)
+    if n_lines == 0:
+      raise ValueError("lines must contain at least one non-empty line")
+    prefix = Path(tmp) / "sp"
+    spm.set_random_generator_seed(TRAIN_SEED)
+    try:
+      spm.SentencePieceTrainer.train(
+        input=str(text_file),
+        model_prefix=str(prefix),
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=character_coverage,
+        pad_id=PAD_ID,
+        eos_id=EOS_ID,
+        unk_id=UNK_ID,
+        bos_id=-1,
+        unk_piece="<sp_unk>" if "<unk>" in user_defined_symbols else "<unk>",
+        user_defined_symbols=list(user_defined_symbols),
+        input_sentence_size=MAX_TRAINING_LINES,
+        shuffle_input_sentence=True,
+        max_sentence_length=16384,
+        num_threads=1,
+        minloglevel=2,
+      )
+    except RuntimeError as exc:
+      if "Vocabulary size" in str(exc):
+        raise ValueError(f"vocab_size={vocab_size} is too large for this text: {exc}") from exc
+      raise
+    os.replace(f"{prefix}.model", model_path)
+  return model_path
 
 
 def ensure_sentencepiece(
-    task_name: str,
-    vocab_size: int,
-    training_lines: Callable[[], Iterable[str]],
-    directory: Path | str | None = None,
-    character_coverage: float = 0.9995,
-    user_defined_symbols: tuple[str, ...] = (),
+  task_name: str,
+  vocab_size: int,
+  training_lines: Callable[[], Iterable[str]],
+  directory: Path | str | None = None,
+  character_coverage: float = 0.9995,
+  user_defined_symbols: tuple[str, ...] = (),
 ) -> Path:
-    """Path of the task's model, training it from ``training_lines()`` if missing."""
-    path = vocab_path(task_name, vocab_size, directory)
-    if not path.is_file():
-        train_sentencepiece(
-            training_lines(), path, vocab_size, character_coverage, user_defined_symbols
-        )
-    return path
+  """Path of the task's model, training it from ``training_lines()`` if missing."""
+  path = vocab_path(task_name, vocab_size, directory)
+  if not path.is_file():
+    train_sentencepiece(
+      training_lines(), path, vocab_size, character_coverage, user_defined_symbols
+    )
+  return path
 
 
 def seqio_vocabulary(model_path: Path | str):
-    """``seqio.SentencePieceVocabulary`` for a trained model (no extra ids)."""
-    import seqio
+  """``seqio.SentencePieceVocabulary`` for a trained model (no extra ids)."""
+  import seqio
 
-    return seqio.SentencePieceVocabulary(str(model_path), extra_ids=0)
+  return seqio.SentencePieceVocabulary(str(model_path), extra_ids=0)

@@ -25,29 +25,34 @@ from dspec_models.pretrained import tokenizer as tok_lib
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
   """llama.cpp's q/k row permutation (Hugging Face pairing -> interleaved pairing)."""
-  return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-      w.shape)
+  return (
+    w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+  )
 
 
 def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
   """Inverse of :func:`permute_qk` (interleaved pairing -> Hugging Face pairing)."""
-  return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-      w.shape)
+  return (
+    w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+  )
 
 
 _LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "attn_q.weight": "self_attn.q_proj.weight",
-    "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "ffn_gate.weight": "mlp.gate_proj.weight",
-    "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
+  "attn_norm.weight": "input_layernorm.weight",
+  "ffn_norm.weight": "post_attention_layernorm.weight",
+  "attn_q.weight": "self_attn.q_proj.weight",
+  "attn_k.weight": "self_attn.k_proj.weight",
+  "attn_v.weight": "self_attn.v_proj.weight",
+  "attn_output.weight": "self_attn.o_proj.weight",
+  "ffn_gate.weight": "mlp.gate_proj.weight",
+  "ffn_up.weight": "mlp.up_proj.weight",
+  "ffn_down.weight": "mlp.down_proj.weight",
 }
-_GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight",
-                 "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
+_GLOBAL_NAMES = {
+  "token_embd.weight": "model.embed_tokens.weight",
+  "output_norm.weight": "model.norm.weight",
+  "output.weight": "lm_head.weight",
+}
 
 
 def _field(reader, key, default=None):
@@ -83,7 +88,7 @@ def read_gguf(path: str, *, undo_qk_permutation: bool = True):
   tensors = {}
   for t in reader.tensors:
     x = np.asarray(dequantize(t.data, t.tensor_type), np.float32)
-    shape = tuple(int(n) for n in reversed(t.shape))   # GGUF lists dims fastest-first
+    shape = tuple(int(n) for n in reversed(t.shape))  # GGUF lists dims fastest-first
     x = x.reshape(shape)
     if t.name in _GLOBAL_NAMES:
       name = _GLOBAL_NAMES[t.name]
@@ -100,24 +105,38 @@ def read_gguf(path: str, *, undo_qk_permutation: bool = True):
       raise ValueError(f"{path!r}: unsupported GGUF tensor {t.name!r}")
     tensors[name] = x
   vocab = int(g("vocab_size", 0) or tensors["model.embed_tokens.weight"].shape[0])
-  hf = {"model_type": "llama", "vocab_size": vocab, "hidden_size": d,
-        "intermediate_size": int(g("feed_forward_length")),
-        "num_hidden_layers": int(g("block_count")), "num_attention_heads": heads,
-        "num_key_value_heads": kv_heads,
-        "head_dim": int(g("attention.key_length", 0) or g("rope.dimension_count", 0) or d // heads),
-        "rms_norm_eps": float(g("attention.layer_norm_rms_epsilon", 1e-5)),
-        "rope_theta": float(g("rope.freq_base", 10000.0)),
-        "tie_word_embeddings": "lm_head.weight" not in tensors,
-        "max_position_embeddings": int(g("context_length", 0) or 0)}
+  hf = {
+    "model_type": "llama",
+    "vocab_size": vocab,
+    "hidden_size": d,
+    "intermediate_size": int(g("feed_forward_length")),
+    "num_hidden_layers": int(g("block_count")),
+    "num_attention_heads": heads,
+    "num_key_value_heads": kv_heads,
+    "head_dim": int(g("attention.key_length", 0) or g("rope.dimension_count", 0) or d // heads),
+    "rms_norm_eps": float(g("attention.layer_norm_rms_epsilon", 1e-5)),
+    "rope_theta": float(g("rope.freq_base", 10000.0)),
+    "tie_word_embeddings": "lm_head.weight" not in tensors,
+    "max_position_embeddings": int(g("context_length", 0) or 0),
+  }
   model = _field(reader, "tokenizer.ggml.model")
   if model != "gpt2":
-    raise ValueError(f"{path!r}: GGUF tokenizer model {model!r} is not supported (byte-level BPE "
-                     "'gpt2' only)")
-  ident = lambda key: (None if _field(reader, f"tokenizer.ggml.{key}") is None
-                       else int(_field(reader, f"tokenizer.ggml.{key}")))
+    raise ValueError(
+      f"{path!r}: GGUF tokenizer model {model!r} is not supported (byte-level BPE 'gpt2' only)"
+    )
+  ident = lambda key: (
+    None
+    if _field(reader, f"tokenizer.ggml.{key}") is None
+    else int(_field(reader, f"tokenizer.ggml.{key}"))
+  )
   tokenizer = tok_lib.from_gguf_vocab(
-      _field(reader, "tokenizer.ggml.tokens"), _field(reader, "tokenizer.ggml.merges"),
-      _field(reader, "tokenizer.ggml.token_type"), _field(reader, "tokenizer.ggml.pre", "default"),
-      bos_id=ident("bos_token_id"), eos_id=ident("eos_token_id"),
-      pad_id=ident("padding_token_id"), chat_template=_field(reader, "tokenizer.chat_template"))
+    _field(reader, "tokenizer.ggml.tokens"),
+    _field(reader, "tokenizer.ggml.merges"),
+    _field(reader, "tokenizer.ggml.token_type"),
+    _field(reader, "tokenizer.ggml.pre", "default"),
+    bos_id=ident("bos_token_id"),
+    eos_id=ident("eos_token_id"),
+    pad_id=ident("padding_token_id"),
+    chat_template=_field(reader, "tokenizer.chat_template"),
+  )
   return hf, tensors, tokenizer
