@@ -50,11 +50,16 @@ def _masked(values: Array, where: Any) -> Array:
   return jnp.where(jnp.asarray(where, dtype=bool), values, 0.0)
 
 
-def _log_probs(p_logits: Any, q_logits: Any, where: Any) -> tuple[Array, Array]:
-  """Checked ``(log_softmax(p), log_softmax(q))``; masked rows become uniform."""
+def _log_probs(p_logits: Any, q_logits: Any, where: Any) -> tuple[Array, Array, Any]:
+  """Checked ``(log_softmax(p), log_softmax(q), valid)``; masked rows become uniform.
+
+  ``valid`` is the rows' validity under tracing (None when the inputs are
+  concrete, which the checks above have already refused if bad).
+  """
   p_logits = v.check_logits("p_logits", p_logits, where=where)
   q_logits = v.check_logits("q_logits", q_logits, where=where)
   v.check_same_shape("p_logits", p_logits, "q_logits", q_logits)
+  valid = v.all_valid(v.traced_logits_valid(p_logits), v.traced_logits_valid(q_logits))
   dtype = v.common_float_dtype(p_logits, q_logits)
   p_logits, q_logits = p_logits.astype(dtype), q_logits.astype(dtype)
   if where is not None:
@@ -62,7 +67,7 @@ def _log_probs(p_logits: Any, q_logits: Any, where: Any) -> tuple[Array, Array]:
     # Masked rows may hold garbage (NaN): replace them before any arithmetic.
     p_logits = jnp.where(keep, p_logits, 0.0)
     q_logits = jnp.where(keep, q_logits, 0.0)
-  return jax.nn.log_softmax(p_logits, axis=-1), jax.nn.log_softmax(q_logits, axis=-1)
+  return jax.nn.log_softmax(p_logits, axis=-1), jax.nn.log_softmax(q_logits, axis=-1), valid
 
 
 def log_token_acceptance_from_logits(p_logits: Any, q_logits: Any, *, where: Any = None) -> Array:
@@ -87,13 +92,14 @@ def log_token_acceptance_from_logits(p_logits: Any, q_logits: Any, *, where: Any
     >>> round(float(log_token_acceptance_from_logits([0.0, 0.0], [0.0, -jnp.inf])), 6)
     -0.693147
   """
-  log_p, log_q = _log_probs(p_logits, q_logits, where)
+  log_p, log_q, valid = _log_probs(p_logits, q_logits, where)
   both = jnp.minimum(log_p, log_q)
   overlap = jnp.any(both > -jnp.inf, axis=-1)
   # Double where: an all -inf row would give a NaN gradient in logsumexp.
   safe = jnp.where(overlap[..., None], both, 0.0)
   log_beta = jnp.where(overlap, jax.nn.logsumexp(safe, axis=-1), -jnp.inf)
-  return _masked(log_beta, where)
+  # Under jit a NaN or +inf logit must not read as "disjoint supports" (-inf): NaN.
+  return _masked(v.nan_unless(valid, log_beta), where)
 
 
 def neg_log_acceptance_from_logits(p_logits: Any, q_logits: Any, *, where: Any = None) -> Array:

@@ -88,8 +88,10 @@ def test_neg_log_acceptance_disjoint_supports_is_inf_with_zero_gradient():
   np.testing.assert_array_equal(np.asarray(g)[1:], 0.0)
 
 
+# kl_scale 0 exactly, or a scale float32 represents: a subnormal float64 scale (5e-324) is 0 in
+# float32, where the KL term then vanishes while numpy's float64 keeps w * inf = inf.
 @settings(max_examples=25)   # each new shape compiles
-@given(logit_pairs(), st.floats(0.0, 1.0), st.floats(0.0, 10.0))
+@given(logit_pairs(), st.one_of(st.just(0.0), st.floats(1e-30, 1.0)), st.floats(0.0, 10.0))
 def test_hybrid_matches_numpy(pq, scale, decay):
   p, q = pq
   pp, qq = _softmax(p), _softmax(q)

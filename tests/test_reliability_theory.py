@@ -1,7 +1,7 @@
 """Bad input never looks like a number (``dspec_theory`` under jit / vmap / grad).
 
 * a table over the public numeric functions of ``dspec_theory.divergences``,
-  ``acceptance``, ``block``, ``lenience`` and the distillation loss: each good
+  ``acceptance``, ``block``, ``lenience``, ``objectives`` and the distillation loss: each good
   input gives under ``jax.jit`` the eager value, each bad input (NaN, negative
   or non-normalised rows, NaN / +inf logits, beta, eps, alpha, tau, c out of
   range) raises a one-line ``ValueError`` naming the argument eagerly, and
@@ -25,6 +25,7 @@ from dspec_theory import acceptance as acc
 from dspec_theory import block
 from dspec_theory import divergences as div
 from dspec_theory import lenience as len_
+from dspec_theory import objectives as obj
 
 P = [0.5, 0.3, 0.2]
 Q = [0.2, 0.5, 0.3]
@@ -62,6 +63,11 @@ def _distill_loss(p_logits, q_logits):
 
 
 LOGIT_FNS["distillation_loss(fkl)"] = _distill_loss
+LOGIT_FNS["neg_log_acceptance_from_logits"] = obj.neg_log_acceptance_from_logits
+LOGIT_FNS["log_token_acceptance_from_logits"] = obj.log_token_acceptance_from_logits
+LOGIT_FNS["kl_tvd_hybrid_from_logits"] = obj.kl_tvd_hybrid_from_logits
+LOGIT_FNS["block_acceptance_loss_from_logits(3)"] = (
+    lambda p, q: obj.block_acceptance_loss_from_logits(jnp.asarray(p)[None], jnp.asarray(q)[None], 3))
 
 # (name, function of (x, y), good args, [(bad args, argument named eagerly)])
 CASES = []
