@@ -165,13 +165,16 @@ def speculative_step(
       limit).  Defaults to ``gamma``.  A concrete value outside
       ``[0, gamma]`` is a ``ValueError``; a traced one (under ``jit``/``vmap``)
       cannot raise, so the step returns the invalid marker instead:
-      ``num_accepted = -1`` and every token ``-1``.
+      ``num_accepted = -1`` and every token ``-1``.  The same marker is
+      returned under tracing when a row of ``draft_probs`` or
+      ``target_probs`` is not a distribution (eagerly: ``ValueError``).
     verification: ``"token"`` (default) or ``"block"``; static.  Block
       verification is lossless only: ``lenience`` must be ``None``.
 
   Returns:
     :class:`SpeculativeStep` with the emitted tokens and ``num_accepted``
-    (``-1`` everywhere for a traced ``num_draft`` outside ``[0, gamma]``).
+    (``-1`` everywhere for a traced ``num_draft`` outside ``[0, gamma]`` or a
+    traced probability row that is not a distribution).
 
   Example:
     >>> q = jnp.array([[0.5, 0.5]])
@@ -230,8 +233,13 @@ def speculative_step(
     step = _emitted(draft_tokens, n, draw_final(weights).astype(jnp.int32))
   else:
     step = _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft)
-  # A traced num_draft outside [0, gamma] cannot raise: mark the result invalid.
+  # Under tracing a num_draft outside [0, gamma], or a probability row that is not a
+  # distribution (NaN, negative, not summing to 1), cannot raise: mark the result invalid.
   valid = (num_draft >= 0) & (num_draft <= gamma)
+  for rows in (draft_probs, target_probs):
+    rows_ok = v.traced_probabilities_valid(rows)
+    if rows_ok is not None:
+      valid = valid & jnp.all(rows_ok)
   return SpeculativeStep(jnp.where(valid, step.tokens, -1),
                          jnp.where(valid, step.num_accepted, -1).astype(jnp.int32))
 

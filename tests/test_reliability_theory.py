@@ -234,3 +234,22 @@ def test_markov_statistics_under_jit_are_nan_for_a_bad_table():
     for bad in (p.trans.at[2].multiply(1.1), p.trans.at[1, 1].set(jnp.nan),
                 p.trans.at[3, 0].set(-0.1)):
       assert np.isnan(float(alpha(p.init, bad))) and np.isnan(float(tau(p.init, bad)))
+
+
+@pytest.mark.parametrize("verification", ["token", "block"])
+def test_speculative_step_under_jit_marks_bad_probability_rows_invalid(verification):
+  from dspec_theory import sampler
+
+  q = jnp.array([[0.5, 0.5], [0.25, 0.75]])
+  p = jnp.array([[0.3, 0.7], [0.6, 0.4], [0.5, 0.5]])
+  drafts = jnp.array([1, 0])
+  step = jax.jit(lambda q, p: sampler.speculative_step(
+      jax.random.key(0), drafts, q, p, verification=verification))
+  good = step(q, p)
+  assert int(good.num_accepted) >= 0 and bool(jnp.all(good.tokens[: int(good.num_accepted) + 1] >= 0))
+  for bad_q, bad_p in ((q.at[0, 0].set(jnp.nan), p), (q, p.at[2, 1].set(0.9)),
+                       (q.at[1].set(jnp.array([1.2, -0.2])), p)):
+    out = step(bad_q, bad_p)
+    assert int(out.num_accepted) == -1 and bool(jnp.all(out.tokens == -1))
+  with pytest.raises(ValueError, match="draft_probs"):
+    sampler.speculative_step(jax.random.key(0), drafts, q.at[0, 0].set(jnp.nan), p)
