@@ -20,8 +20,8 @@ import pytest
 from dspec_models import speculative as sd
 from dspec_models.configs import EOS_ID
 from dspec_theory.enumeration import ancestral_distribution, speculative_distribution
-from tests.test_speculative_engine_distribution import (ALPHA, NUM_SAMPLES, Z_MAX, _sequences,
-                                                        _tables, _tiny_pair, _z, chi_square)
+from tests.test_speculative_engine_distribution import (ALPHA, Z_MAX, _run_engine, _sequences,
+                                                        _tiny_pair, _z, chi_square)
 
 
 @pytest.mark.parametrize("family, gamma, temperature, max_len, noise", [
@@ -31,15 +31,9 @@ from tests.test_speculative_engine_distribution import (ALPHA, NUM_SAMPLES, Z_MA
 def test_block_verification_engine_is_lossless_and_matches_exact_counts(
     family, gamma, temperature, max_len, noise):
   vocab = 4
-  target, draft = _tiny_pair(family, vocab, seed=3, noise=noise)
-  inputs_row = [3, 2, 3] if family == "encoder_decoder" else None
-  p_fn = _tables(target, vocab, max_len, temperature, inputs_row)
-  q_fn = _tables(draft, vocab, max_len, temperature, inputs_row)
-  inputs = None if inputs_row is None else np.tile(np.array([inputs_row], np.int32),
-                                                   (NUM_SAMPLES, 1))
-  result = sd.speculative_generate(target, draft, inputs, batch_size=NUM_SAMPLES, gamma=gamma,
-                                   temperature=temperature, key=jax.random.PRNGKey(29),
-                                   max_new_tokens=max_len, verification="block")
+  run = _run_engine(family, gamma, temperature, max_len, seed=29, noise=noise,
+                    verification="block")
+  p_fn, q_fn, result = run.p_fn, run.q_fn, run.result
   pvalue, cells = chi_square(_sequences(result), ancestral_distribution(p_fn, vocab, EOS_ID,
                                                                         max_len))
   assert pvalue > ALPHA, (pvalue, cells)

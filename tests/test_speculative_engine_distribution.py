@@ -91,9 +91,9 @@ class _Run(NamedTuple):
   max_len: int
 
 
-def _run_engine(family, gamma, temperature, max_len, seed=17):
+def _run_engine(family, gamma, temperature, max_len, seed=17, noise=0.6, verification="token"):
   vocab = 4
-  target, draft = _tiny_pair(family, vocab, seed=3, noise=0.6)
+  target, draft = _tiny_pair(family, vocab, seed=3, noise=noise)
   inputs_row = [3, 2, 3] if family == "encoder_decoder" else None
   p_fn = _tables(target, vocab, max_len, temperature, inputs_row)
   q_fn = _tables(draft, vocab, max_len, temperature, inputs_row)
@@ -101,7 +101,7 @@ def _run_engine(family, gamma, temperature, max_len, seed=17):
                                                    (NUM_SAMPLES, 1))
   result = sd.speculative_generate(target, draft, inputs, batch_size=NUM_SAMPLES, gamma=gamma,
                                    temperature=temperature, key=jax.random.PRNGKey(seed),
-                                   max_new_tokens=max_len)
+                                   max_new_tokens=max_len, verification=verification)
   return _Run(target, draft, p_fn, q_fn, result, gamma, max_len)
 
 
