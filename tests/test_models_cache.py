@@ -38,10 +38,10 @@ def _inputs(rng, batch, length, lengths):
   return x
 
 
-def _full_logits(cfg, params, inputs, outputs):
-  """Teacher-forced logits for each row's own output sequence ``outputs[b]``."""
+def _full_logits(cfg, params, inputs, outputs, pad=0):
+  """Teacher-forced logits for each row's own output sequence ``outputs[b]`` (padded with ``pad``)."""
   width = max(len(o) for o in outputs)
-  targets = np.zeros((len(outputs), width), np.int32)
+  targets = np.full((len(outputs), width), pad, np.int32)
   for b, o in enumerate(outputs):
     targets[b, :len(o)] = o
   return np.asarray(lm.forward_logits(cfg, params, {"inputs": inputs, "targets": targets}))

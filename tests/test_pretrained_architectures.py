@@ -19,6 +19,7 @@ import pytest
 
 from dspec_models import lm
 from dspec_models.configs import ModelConfig
+from tests import test_models_cache as cache_tests
 
 VOCAB = 29
 MAX_LEN = 40
@@ -63,22 +64,11 @@ def _inputs(rng, batch, length, lengths):
 
 
 def _full_logits(cfg, params, inputs, outputs):
-  width = max(len(o) for o in outputs)
-  targets = np.full((len(outputs), width), PAD, np.int32)
-  for b, o in enumerate(outputs):
-    targets[b, :len(o)] = o
-  return np.asarray(lm.forward_logits(cfg, params, {"inputs": inputs, "targets": targets}))
+  return cache_tests._full_logits(cfg, params, inputs, outputs, pad=PAD)
 
 
 def _decode_in_chunks(cfg, params, inputs, seq, chunks):
-  state, first = lm.init_decode_state(cfg, params, inputs, max_len=MAX_LEN)
-  fed = np.concatenate([np.asarray(first)[:, None], seq], axis=1)
-  out, pos = [], 0
-  for k in chunks:
-    logits, state = lm.decode_step(cfg, params, state, fed[:, pos:pos + k])
-    out.append(np.asarray(logits))
-    pos += k
-  return np.concatenate(out, axis=1), state
+  return cache_tests._decode_in_chunks(cfg, params, inputs, seq, chunks, max_len=MAX_LEN)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import pytest
 
 from dspec_cli.main import main
+from tests.test_training_sft import train_straight_and_crashed
 
 TASK = "dspec_translate_en_de"
 TINY = (("d_model", 32), ("d_ff", 64), ("num_heads", 2), ("head_dim", 16), ("num_layers", 1),
@@ -304,31 +304,18 @@ def test_no_intact_checkpoint_is_refused_naming_the_directories(base_run, tmp_pa
 
 # --- metrics after a resume --------------------------------------------------------------
 
-class _Crash(Exception):
-  pass
-
-
 def test_resumed_metrics_equal_uninterrupted_ones_except_timing(tmp_path):
   _require_corpus()
   from dspec_models.training import read_metrics
-  from dspec_models.training.sft import SFTOptions, train_sft
 
   common = dict(task=TASK, model="draft", steps=7, batch_size=8, train_limit=64,
                 eval_examples=8, score_examples=0, eval_every=4, checkpoint_every=2,
                 log_every=3, model_overrides=TINY, progress=False)
-  train_sft(SFTOptions(run_dir=str(tmp_path / "straight"), **common))
-
-  def crash_at_5(state, metrics):
-    if state.step == 5:
-      raise _Crash()
-
-  with pytest.raises(_Crash):
-    train_sft(SFTOptions(run_dir=str(tmp_path / "crashed"), **common), on_step_end=crash_at_5)
-  train_sft(SFTOptions(run_dir=str(tmp_path / "crashed"), **common))
+  straight_dir, crashed_dir = train_straight_and_crashed(tmp_path, common, crash_step=5)
   strip = lambda d: [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(d)]
-  straight = strip(tmp_path / "straight")
+  straight = strip(straight_dir)
   assert [r["step"] for r in straight if r["event"] == "train"] == [3, 6, 7]
-  assert strip(tmp_path / "crashed") == straight
+  assert strip(crashed_dir) == straight
 
 
 # --- permissions ------------------------------------------------------------------------

@@ -190,26 +190,41 @@ class _Crash(Exception):
   pass
 
 
+def train_straight_and_crashed(tmp_path, common, crash_step=5, after_crash=None):
+  """Trains ``straight`` uninterrupted and ``crashed`` killed after ``crash_step``, then resumed.
+
+  ``after_crash(run_dir)`` runs between the crash and the resume.  Returns both run dirs.
+  """
+  from dspec_models.training.sft import SFTOptions, train_sft
+
+  straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+  train_sft(SFTOptions(run_dir=str(straight), **common))
+
+  def crash(state, metrics):
+    if state.step == crash_step:
+      raise _Crash()
+
+  with pytest.raises(_Crash):
+    train_sft(SFTOptions(run_dir=str(crashed), **common), on_step_end=crash)
+  if after_crash is not None:
+    after_crash(crashed)
+  train_sft(SFTOptions(run_dir=str(crashed), **common))
+  return straight, crashed
+
+
 def test_resume_after_crash_is_bit_identical(tmp_path):
   _require_corpus()
   from dspec_models.training import load_model, read_metrics
-  from dspec_models.training.sft import SFTOptions, train_sft
 
   common = dict(task=TASK, model="draft", steps=7, batch_size=8, learning_rate=0.01,
                 train_limit=64, eval_examples=8, score_examples=0, eval_every=0,
                 checkpoint_every=3, log_every=1, model_overrides=TINY_T5, progress=False)
-  train_sft(SFTOptions(run_dir=str(tmp_path / "straight"), **common))
-
-  def crash_at_5(state, metrics):
-    if state.step == 5:
-      raise _Crash()
-
-  with pytest.raises(_Crash):
-    train_sft(SFTOptions(run_dir=str(tmp_path / "crashed"), **common), on_step_end=crash_at_5)
   from dspec_models.training.checkpoint import latest_step
 
-  assert latest_step(tmp_path / "crashed") == 3        # steps 4 and 5 are lost ...
-  train_sft(SFTOptions(run_dir=str(tmp_path / "crashed"), **common))   # ... and redone
+  def lost_and_redone(run_dir):
+    assert latest_step(run_dir) == 3        # steps 4 and 5 are lost (redone on resume)
+
+  train_straight_and_crashed(tmp_path, common, after_crash=lost_and_redone)
   _, straight, _ = load_model(tmp_path / "straight")
   _, resumed, _ = load_model(tmp_path / "crashed")
   for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
