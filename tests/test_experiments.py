@@ -14,6 +14,20 @@ from experiments import base, paper_consistency, report
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _shared_tiny_runs(tmp_path_factory, monkeypatch):
+  """The trained-model experiments share one tiny pair and its distillation runs.
+
+  Under xdist every worker's base temp lies in one session folder; the runs go
+  beside them, so the workers share them too (experiments.pairs locks each run).
+  """
+  from experiments.pairs import ENV_RUNS
+
+  base = tmp_path_factory.getbasetemp()
+  shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  monkeypatch.setenv(ENV_RUNS, str(shared / "exp_runs"))
+
+
 @pytest.mark.parametrize("name", experiments.names())
 def test_tiny_scale_writes_result_and_figures(name, tmp_path):
   mod = experiments.load(name)

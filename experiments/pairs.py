@@ -1,0 +1,275 @@
+"""Trained target/draft pairs and distillation runs shared by the trained-model experiments.
+
+Run directories are the cache: :func:`pair_runs` trains (or resumes, or just
+reuses) a task's target and draft with :func:`dspec_models.training.sft.train_sft`;
+:func:`distill_run` runs one DistillSpec recipe (Algorithm A.2) with
+:func:`dspec_models.distill.train.train_distill`.  A second experiment that
+asks for the same run gets the finished one back in seconds, and an
+interrupted one resumes from its last checkpoint.  Two processes asking for
+the same run wait for each other (a file lock per run directory).
+
+Where runs live (``runs_root``): the experiment config's ``runs_root`` if set,
+else ``$DSPEC_EXP_RUNS``, else ``experiments/runs`` (``cpu``/``paper``) or
+``<out>/runs`` (``tiny``).  Run directories are never committed.
+
+The ``cpu`` pair is exactly what the README's commands train::
+
+  dspec train --model target --steps 1500 --out experiments/runs/en_de/target
+  dspec train --model draft  --steps 1000 --out experiments/runs/en_de/draft
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+ENV_RUNS = "DSPEC_EXP_RUNS"
+DEFAULT_ROOT = os.path.join("experiments", "runs")
+
+# Table 1's presets as `dspec distill` runs them (GKD with JSD[0.5] as in section 5.1).
+PRESETS: dict[str, dict[str, Any]] = {
+  "supervised_kd": {"algo": "supervised_kd"},
+  "seqkd": {"algo": "seqkd"},
+  "imitkd": {"algo": "imitkd"},
+  "fdistill": {"algo": "fdistill"},
+  "gkd": {"algo": "gkd", "divergence": "jsd:0.5"},
+}
+
+# Model size of the tiny scale: one layer, d 32 (compiles and trains in seconds).
+_TINY_MODEL = (
+  ("d_model", 32),
+  ("d_ff", 64),
+  ("num_heads", 2),
+  ("head_dim", 16),
+  ("num_layers", 1),
+  ("num_encoder_layers", 1),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairScale:
+  """How big the shared runs are at one scale."""
+
+  task: str = dataclasses.field(metadata={"help": "task name (dspec_models.data.TASK_NAMES)"})
+  target_model: str = dataclasses.field(default="target", metadata={"help": "target config"})
+  draft_model: str = dataclasses.field(default="draft", metadata={"help": "draft config"})
+  target_steps: int = dataclasses.field(default=1500, metadata={"help": "SFT steps, target"})
+  draft_steps: int = dataclasses.field(default=1000, metadata={"help": "SFT steps, draft"})
+  draft_seed: int = dataclasses.field(
+    default=0, metadata={"help": "PRNG seed of the draft's SFT (the target's is 0)"}
+  )
+  model_overrides: tuple = dataclasses.field(default=(), metadata={"help": "ModelConfig overrides"})
+  train_limit: Optional[int] = dataclasses.field(
+    default=None, metadata={"help": "first N training examples only (None: all)"}
+  )
+  sft_batch_size: Optional[int] = dataclasses.field(
+    default=None, metadata={"help": "SFT batch (None: dspec train's default)"}
+  )
+  sft_evaluate: bool = dataclasses.field(default=True, metadata={"help": "SFT evaluations"})
+  distill_steps: int = dataclasses.field(default=300, metadata={"help": "distillation steps"})
+  distill_eval_every: Optional[int] = dataclasses.field(
+    default=None, metadata={"help": "steps between SD evaluations (None: steps // 6)"}
+  )
+  distill_batch_size: Optional[int] = dataclasses.field(
+    default=None, metadata={"help": "distillation batch (None: dspec distill's default)"}
+  )
+  eval_examples: int = dataclasses.field(
+    default=64, metadata={"help": "held-out inputs of the distillation evaluations"}
+  )
+  score_examples: int = dataclasses.field(
+    default=64, metadata={"help": "held-out inputs decoded for the task score"}
+  )
+  gammas: tuple = dataclasses.field(default=(3, 5, 7), metadata={"help": "SD block sizes"})
+  temperatures: tuple = dataclasses.field(default=(0.0, 1.0), metadata={"help": "SD temperatures"})
+  length_samples: int = dataclasses.field(
+    default=2, metadata={"help": "teacher samples per input for L_p(x) and Eq. 3"}
+  )
+
+  def __post_init__(self):
+    for name in ("target_steps", "draft_steps", "distill_steps", "eval_examples", "length_samples"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+
+
+PAIR_SCALES: dict[str, PairScale] = {
+  "tiny": PairScale(
+    task="dspec_translate_en_de",
+    target_model="draft",
+    draft_model="draft",
+    target_steps=40,
+    draft_steps=6,
+    draft_seed=1,
+    model_overrides=_TINY_MODEL,
+    train_limit=256,
+    sft_batch_size=16,
+    sft_evaluate=False,
+    distill_steps=4,
+    distill_eval_every=2,
+    distill_batch_size=16,
+    eval_examples=16,
+    score_examples=4,
+    gammas=(3,),
+    temperatures=(1.0,),
+    length_samples=1,
+  ),
+  "cpu": PairScale(task="dspec_translate_en_de"),
+  # Table C.1 / C.2: T5-XL target, T5-small draft, batch 32, LR 3e-4 (accelerators).
+  "paper": PairScale(
+    task="dspec_translate_en_de",
+    target_model="t5_xl",
+    draft_model="t5_small",
+    target_steps=300_000,
+    draft_steps=300_000,
+    distill_steps=300_000,
+    distill_eval_every=10_000,
+    sft_batch_size=32,
+    distill_batch_size=32,
+    eval_examples=512,
+    score_examples=512,
+  ),
+}
+
+_TASK_DIRS = {"dspec_translate_en_de": "en_de"}
+
+
+def runs_root(configured: Optional[str], scale: str, out_dir: str) -> Path:
+  """Where shared runs live (see the module docstring for the order)."""
+  if configured:
+    return Path(configured)
+  if os.environ.get(ENV_RUNS):
+    return Path(os.environ[ENV_RUNS])
+  return Path(out_dir) / "runs" if scale == "tiny" else Path(DEFAULT_ROOT)
+
+
+def task_dir(root: Path, pair: PairScale) -> Path:
+  return Path(root) / _TASK_DIRS.get(pair.task, pair.task)
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path):
+  """Exclusive lock on ``run_dir`` (two experiments never train the same run at once)."""
+  run_dir.parent.mkdir(parents=True, exist_ok=True)
+  with open(str(run_dir) + ".lock", "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _finished(run_dir: Path, steps: int) -> bool:
+  """True when ``run_dir`` holds a summary of a run that reached ``steps``."""
+  import json
+
+  path = run_dir / "summary.json"
+  if not path.exists():
+    return False
+  with open(path) as f:
+    summary = json.load(f)
+  return int(summary.get("step", summary.get("steps", -1))) >= steps
+
+
+def pair_runs(pair: PairScale, root: Path, *, progress: bool = False) -> tuple[Path, Path]:
+  """``(target_run, draft_run)``: trained with ``dspec train``'s code, or reused.
+
+  At ``tiny`` scale target and draft share one architecture, so the draft
+  gets its own seed (``draft_seed``) and far fewer steps.
+  """
+  from dspec_models.options import SFTOptions
+  from dspec_models.training.sft import train_sft
+
+  base = task_dir(root, pair)
+  runs = {}
+  for role, model, steps, seed in (
+    ("target", pair.target_model, pair.target_steps, 0),
+    ("draft", pair.draft_model, pair.draft_steps, pair.draft_seed),
+  ):
+    run_dir = base / role
+    kwargs = dict(
+      run_dir=str(run_dir),
+      task=pair.task,
+      model=model,
+      steps=steps,
+      seed=seed,
+      model_overrides=tuple(pair.model_overrides),
+      train_limit=pair.train_limit,
+      evaluate=pair.sft_evaluate,
+      progress=progress,
+    )
+    if pair.sft_batch_size is not None:
+      kwargs["batch_size"] = pair.sft_batch_size
+    if not pair.sft_evaluate:
+      kwargs.update(score_examples=0, eval_examples=16)
+    with _locked(run_dir):
+      if not _finished(run_dir, steps):
+        train_sft(SFTOptions(**kwargs))
+    runs[role] = run_dir
+  return runs["target"], runs["draft"]
+
+
+def distill_run(
+  pair: PairScale,
+  root: Path,
+  name: str,
+  *,
+  teacher: Path,
+  student: Path,
+  algo: str,
+  divergence: Optional[str] = None,
+  lambda1: Optional[float] = None,
+  lambda2: Optional[float] = None,
+  steps: Optional[int] = None,
+  progress: bool = False,
+  **options: Any,
+) -> Path:
+  """One distillation run ``<task dir>/distill/<name>``: trained, resumed or reused.
+
+  ``options`` are further :class:`dspec_models.options.DistillOptions` fields
+  (e.g. ``seed``).  Returns the run directory (its ``metrics.jsonl`` holds
+  the evaluations: step 0 is the undistilled draft).
+  """
+  from dspec_models.distill.train import train_distill
+  from dspec_models.options import DistillOptions
+
+  steps = pair.distill_steps if steps is None else steps
+  run_dir = task_dir(root, pair) / "distill" / name
+  kwargs = dict(
+    run_dir=str(run_dir),
+    teacher_run=str(teacher),
+    student_run=str(student),
+    algo=algo,
+    divergence=divergence,
+    lambda1=lambda1,
+    lambda2=lambda2,
+    steps=steps,
+    eval_examples=pair.eval_examples,
+    score_examples=pair.score_examples,
+    gammas=tuple(pair.gammas),
+    temperatures=tuple(float(t) for t in pair.temperatures),
+    length_samples=pair.length_samples,
+    train_limit=pair.train_limit,
+    progress=progress,
+  )
+  if pair.distill_eval_every is not None:
+    kwargs["eval_every"] = pair.distill_eval_every
+  if pair.distill_batch_size is not None:
+    kwargs["batch_size"] = pair.distill_batch_size
+  kwargs.update(options)
+  with _locked(run_dir):
+    if not _finished(run_dir, steps):
+      train_distill(DistillOptions(**kwargs))
+  return run_dir
+
+
+def preset_runs(pair: PairScale, root: Path, *, progress: bool = False) -> dict[str, Path]:
+  """Every Table 1 preset distilled from the shared pair: ``{preset: run_dir}``."""
+  teacher, student = pair_runs(pair, root, progress=progress)
+  return {
+    name: distill_run(pair, root, name, teacher=teacher, student=student, progress=progress, **spec)
+    for name, spec in PRESETS.items()
+  }
