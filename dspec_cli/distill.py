@@ -13,6 +13,9 @@ data).  --divergence / --lambda1 / --lambda2 override any preset (fkl, rkl, tvd,
 jsd:<beta>; lambda1 = fixed-data fraction, lambda2 = student share of generated data).
 Acceptance objectives (dspec_theory.objectives): --divergence nla | hybrid | block:<gamma>;
 --normalize token averages the loss over tokens instead of per sequence (Eq. 2).
+--sample-temperature T samples the generated training data (student and teacher
+outputs) at temperature T instead of 1 (C.3; 0 = greedy; the ablation of Figure
+D.13); the loss still compares the temperature-1 distributions.
 
 Evaluations (step 0 = the undistilled draft, then every --eval-every steps) log
 the measurement core's SD statistics at gamma 3/5/7 and T 0/1 (per-token
@@ -94,6 +97,9 @@ def run(args) -> int:
   from dspec_models.pretrained import is_pretrained_path
 
   if is_pretrained_path(args.teacher) or is_pretrained_path(args.student):
+    if getattr(args, "sample_temperature", None) not in (None, 1.0):
+      raise ValueError("--sample-temperature: only run-directory distillation supports it "
+                       "(pretrained checkpoints sample at temperature 1)")
     from dspec_models.pretrained.distill import run_from_cli   # checkpoints with a tokenizer
     return run_from_cli(args)
   from dspec_cli._options import options_from_args

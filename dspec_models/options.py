@@ -41,7 +41,7 @@ def option(
     help: one-line help (the flag's help; the default is appended there).
     default: the default (omit for a required field).
     check: ``"int>=K"`` (an int at least K), ``"int>=K?"`` (None or such an
-      int), ``"float>0"``, ``"bool"``, or None (checked elsewhere).
+      int), ``"float>0"``, ``"float>=0"``, ``"bool"``, or None (checked elsewhere).
     parse: how the CLI converts the flag's text (default: ``int``/``float`` per
       ``check``, else ``str``).
     flag: the flag (default ``--field-name``); a bool field defaulting to True
@@ -63,6 +63,14 @@ def _check(name: str, value: Any, check: Optional[str]) -> Any:
     if not isinstance(value, bool):
       raise ValueError(f"{name} must be True or False; got {value!r}")
     return value
+  if check == "float>=0":
+    try:
+      x = float(value)
+    except (TypeError, ValueError):
+      raise ValueError(f"{name} must be a number >= 0; got {value!r}") from None
+    if isinstance(value, bool) or not x >= 0 or x == float("inf"):
+      raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return x
   if check == "float>0":
     try:
       x = float(value)
@@ -218,6 +226,10 @@ class DistillOptions(TrainOptions):
     None, parse=float)
   kl_decay: Optional[float] = option(
     "--divergence hybrid: decay d >= 0 of the KL weight (default 3)", None, parse=float)
+  sample_temperature: float = option(
+    "temperature of the generated training data, student and teacher samples (1: Appendix "
+    "C.3; 0: greedy; Figure D.13 varies it); the loss of Eq. 2 still compares the teacher's and "
+    "the student's temperature-1 distributions", 1.0, check="float>=0")
   normalize: str = option(
     "loss normalisation: 'sequence' (Eq. 2, 1/|y| per sequence) or 'token' (a token mean "
     "over the batch, as TRL's GKD)", "sequence")

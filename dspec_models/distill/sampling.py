@@ -1,7 +1,9 @@
 """Batched ancestral sampling with the KV cache, for on-policy data inside the training loop.
 
-``sample_outputs(config, params, inputs, key, max_len)`` draws ``y ~ M(.|x)``
-for every row at temperature 1 (Appendix C.3): a ``jax.lax.scan`` of
+``sample_outputs(config, params, inputs, key, max_len, temperature)`` draws
+``y ~ M(.|x)`` for every row, at temperature 1 in distillation (Appendix C.3;
+``DistillOptions.sample_temperature`` sets another, as Figure D.13 does; 0 is
+greedy, the argmax token at every step): a ``jax.lax.scan`` of
 ``max_len`` single-token :func:`dspec_models.lm.decode_step` calls on the
 model's cache (:func:`dspec_models.lm.init_decode_state` encodes the inputs /
 prefills the prompt once).  Token ``t`` of a row is drawn from
@@ -74,7 +76,8 @@ def sample_outputs(config: ModelConfig, params: Any, inputs: Any, key: Array, ma
       ``jax.Array``; the outputs are then sharded the same way.
     key: PRNG key.
     max_len: maximum output tokens ``T``.
-    temperature: ``1`` in distillation (C.3); ``0`` = greedy.
+    temperature: token ``t`` is drawn from ``softmax(logits_t / temperature)``;
+      ``1`` in distillation (C.3; ``--sample-temperature``); ``0`` = greedy.
 
   Raises:
     ValueError: naming ``inputs``, ``max_len`` or ``temperature`` when invalid.

@@ -8,7 +8,8 @@ A run starts from a supervised target (teacher, frozen) and a supervised draft
    ``(1-lambda1) lambda2``, ``(1-lambda1)(1-lambda2)``);
 2. takes the step's dataset batch (:func:`dspec_models.training.data.batch_at_step`);
    for generated data, keeps its inputs and samples the outputs from the
-   student (current parameters) or the teacher at temperature 1 with the
+   student (current parameters) or the teacher at temperature 1 (Appendix C.3;
+   ``sample_temperature`` sets another, the ablation of Figure D.13) with the
    KV-cached sampler (:func:`.sampling.sample_outputs`), batched and sharded;
 3. computes the teacher's logits in one teacher-forced forward over the
    (sampled) sequences (or their one-hot for black-box SeqKD), the student's
@@ -86,17 +87,19 @@ def distill_programs(student_config: ModelConfig, teacher_config: ModelConfig, d
 def distill_step(state: ckpt.TrainState, *, update: Callable, teacher: tuple[ModelConfig, Any],
                  student_config: ModelConfig, train: data_lib.TokenizedSplit, lambda1: float,
                  lambda2: float, schedule: Any, batch_size: int, seed: int,
-                 max_target_len: int, mesh: Any) -> tuple[ckpt.TrainState, dict]:
+                 max_target_len: int, mesh: Any, temperature: float = 1.0
+                 ) -> tuple[ckpt.TrainState, dict]:
   """One iteration of DistillSpec's training loop (Algorithm A.2).
 
   With ``u ~ U(0, 1)`` drawn from the step's key (:func:`.data_mix.step_source`):
 
   1. ``u <= lambda1``: the step's fixed-dataset batch ``(x, y)``
      (:func:`dspec_models.training.data.batch_at_step`);
-  2. otherwise its inputs ``x`` with outputs sampled at temperature 1 from the
-     student ``q_theta`` (probability ``(1 - lambda1) lambda2``) or the
-     teacher ``p`` (``(1 - lambda1)(1 - lambda2)``), KV-cached
-     (:func:`.sampling.sample_outputs`);
+  2. otherwise its inputs ``x`` with outputs sampled at ``temperature`` (1 in
+     the paper, C.3) from the student ``q_theta`` (probability
+     ``(1 - lambda1) lambda2``) or the teacher ``p`` (``(1 - lambda1)(1 - lambda2)``),
+     KV-cached (:func:`.sampling.sample_outputs`); the temperature changes the
+     data only: Eq. (2) below compares ``p`` and ``q_theta`` at temperature 1;
   3. one Adafactor update of ``theta`` on Eq. (2),
      ``(1/|B|) sum_b (1/|y_b|) sum_t D(p(.|x_b, y_b,<t) || q_theta(.|x_b, y_b,<t))``
      (``update``: :func:`distill_programs`' jitted step of :func:`distill_loss`)
@@ -115,6 +118,8 @@ def distill_step(state: ckpt.TrainState, *, update: Callable, teacher: tuple[Mod
     schedule: :class:`dspec_models.training.schedule.ScheduleConfig`.
     max_target_len: ``T``, the length of sampled outputs.
     mesh: the data-parallel mesh (:mod:`dspec_models.training.parallel`).
+    temperature: of the generated outputs, student and teacher alike
+      (``--sample-temperature``; 0 = greedy; Figure D.13 varies it).
 
   Returns:
     ``(new_state, metrics)``: step + 1, updated parameters and optimizer state,
@@ -133,7 +138,7 @@ def distill_step(state: ckpt.TrainState, *, update: Callable, teacher: tuple[Mod
     inputs = parallel.shard_batch(data["inputs"], mesh)
     cfg, prm = ((student_config, state.params) if source == data_mix.STUDENT
                 else (t_cfg, teacher_params))
-    tokens, lengths = sample_outputs(cfg, prm, inputs, k_sample, max_target_len)
+    tokens, lengths = sample_outputs(cfg, prm, inputs, k_sample, max_target_len, temperature)
     batch = {"inputs": inputs, "targets": tokens,
              "mask": length_mask(lengths, max_target_len)}
   lr = learning_rate_at(schedule, state.step)
@@ -237,7 +242,8 @@ def train_distill(options: DistillOptions, *,
   step_fn = functools.partial(
       distill_step, update=update, teacher=(t_cfg, teacher_params), student_config=s_cfg,
       train=train, lambda1=recipe.lambda1, lambda2=recipe.lambda2, schedule=sched,
-      batch_size=options.batch_size, seed=options.seed, max_target_len=out_len, mesh=mesh)
+      batch_size=options.batch_size, seed=options.seed, max_target_len=out_len, mesh=mesh,
+      temperature=options.sample_temperature)
 
   from dspec_models.distill.evaluation import alignment_metrics
 

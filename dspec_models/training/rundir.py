@@ -311,6 +311,7 @@ DISTILL_SETTINGS = (
     ("--lambda1", ("recipe", "lambda1")),
     ("--lambda2", ("recipe", "lambda2")),
     ("--normalize", ("train", "normalize")),
+    ("--sample-temperature", ("train", "sample_temperature")),
 ) + _COMMON_SETTINGS
 _MISSING = object()
 _SCHEDULE_FLAGS = ("--warmup-steps", "--cooldown-begin", "--cooldown-end")
