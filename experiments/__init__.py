@@ -15,6 +15,10 @@ from types import ModuleType
 REGISTRY = {
   "paper_consistency": "experiments.paper_consistency",
   "markov_recipes": "experiments.markov_recipes",
+  "kd_algorithms": "experiments.kd_algorithms",
+  "training_curves": "experiments.training_curves",
+  "alpha_vs_tau": "experiments.alpha_vs_tau",
+  "bound_vs_measured": "experiments.bound_vs_measured",
 }
 
 
