@@ -156,9 +156,9 @@ BROKEN = {
     "syntax": ("def step(key, target, draft, context, gamma)\n  return None\n", 2, "syntax error"),
     "arity": ("def step(key, target):\n  return None\n", 2, "cannot be called as step("),
     "raises": ("def step(key, target, draft, context, gamma):\n"
-               "  raise RuntimeError('boom in the sampler')\n", 4, "the sampler"),
+               "  raise RuntimeError('boom in the sampler')\n", 3, "the sampler"),
     "raises_value_error": ("def step(key, target, draft, context, gamma):\n"
-                           "  raise ValueError('bad shapes in the sampler')\n", 4, "the sampler"),
+                           "  raise ValueError('bad shapes in the sampler')\n", 3, "the sampler"),
 }
 
 
