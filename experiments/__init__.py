@@ -15,6 +15,8 @@ from types import ModuleType
 REGISTRY = {
   "paper_consistency": "experiments.paper_consistency",
   "markov_recipes": "experiments.markov_recipes",
+  "speedup_table": "experiments.speedup_table",
+  "per_example": "experiments.per_example",
   "kd_algorithms": "experiments.kd_algorithms",
   "training_curves": "experiments.training_curves",
   "alpha_vs_tau": "experiments.alpha_vs_tau",
