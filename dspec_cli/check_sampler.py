@@ -164,8 +164,9 @@ def _run(args) -> int:
           efficiency=not args.no_efficiency)
   except ImportError as err:  # a dependency the sampler imports when called: exit 2
     engine = spec.partition(":")[0] if spec in ALIASES else None
-    hint = f"; install it: {_INSTALL_HINT[engine]}" if engine in _INSTALL_HINT else ""
-    raise ValueError(f"the sampler {spec} could not import a dependency ({err}){hint}") from None
+    hint = (f"; install it: {_INSTALL_HINT[engine]}"
+            if engine in _INSTALL_HINT and "install" not in str(err) else "")
+    raise ValueError(f"the sampler {spec} could not import a dependency: {err}{hint}") from None
   except Exception as err:  # noqa: BLE001 -- the sampler's own failure, not a verdict
     if isinstance(err, ValueError) and not _raised_in(err, step):
       raise   # a bad flag or a broken contract, reported by the checker's input checks
@@ -282,8 +283,9 @@ def _import_alias(spec: str) -> None:
     importlib.import_module(module)
   except ImportError as err:
     engine = spec.partition(":")[0]
-    raise ValueError(f"sampler {spec}: cannot import {module} ({err}); the adapter needs "
-                     f"{engine}: {_INSTALL_HINT.get(engine, 'pip install ' + engine)}") from None
+    hint = "" if "install" in str(err) else (
+        f"; the adapter needs {engine}: {_INSTALL_HINT.get(engine, 'pip install ' + engine)}")
+    raise ValueError(f"sampler {spec}: cannot import {module}: {err}{hint}") from None
 
 
 def _load(spec: str):

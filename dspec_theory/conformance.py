@@ -910,11 +910,6 @@ def _untraceable_reason(step: StepFn, case: Case, gammas: Sequence[int],
     return f"{type(err).__name__}: {text[:160]}{'...' if len(text) > 160 else ''}"
 
 
-def _traceable(step: StepFn, case: Case, gammas: Sequence[int], num_samples: int) -> bool:
-  """True when ``step`` runs under ``jax.vmap`` + ``jax.jit`` (see :func:`_untraceable_reason`)."""
-  return _untraceable_reason(step, case, gammas, num_samples) is None
-
-
 @functools.lru_cache(maxsize=64)
 def _with_lenience(step: StepFn, lenience) -> StepFn:
   """``partial(step, lenience=...)``, one object per (step, lenience) so compilations are reused."""
