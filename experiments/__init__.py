@@ -21,6 +21,7 @@ REGISTRY = {
   "training_curves": "experiments.training_curves",
   "alpha_vs_tau": "experiments.alpha_vs_tau",
   "bound_vs_measured": "experiments.bound_vs_measured",
+  "data_temperature": "experiments.data_temperature",
 }
 
 
