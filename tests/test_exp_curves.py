@@ -138,6 +138,13 @@ def test_kd_algorithms_findings_follow_the_measured_order():
     assert c["after"] == t.evals[-1]["sd"][key]["tau_mean_of_ratios"]
     assert c["gain"]["value"] == pytest.approx(c["after"]["value"] - c["before"]["value"])
     assert c["gain"]["se"] == pytest.approx(math.hypot(c["after"]["se"], c["before"]["se"]))
+  mg = kd_algorithms.mean_gain(table, key)
+  afters = [table[n][key]["after"] for n in finals]
+  before = table["gkd"][key]["before"]
+  assert mg["value"] == pytest.approx(np.mean([a["value"] for a in afters]) - before["value"])
+  assert mg["se"] == pytest.approx(
+    math.sqrt(before["se"] ** 2 + sum(a["se"] ** 2 for a in afters) / 25)
+  )
   order = [n for n, _ in kd_algorithms.ranking(table, key)]
   assert set(order[:2]) == {"fdistill", "gkd"} and order[-1] == "supervised_kd"
   f = {
@@ -238,6 +245,16 @@ def test_alpha_vs_tau_points_by_hand():
     assert p["deviation"]["value"] == pytest.approx(d)
     se = math.hypot(p["tau_measured"]["se"], p["tau_theory"]["se"])
     assert p["within_2se"] == (abs(d) <= 2 * se)
+    # The three parts of the deviation add up to it, each from the cell's own fields.
+    cell = trajs["gkd"].evals[0]["sd"][cell_key(1.0, g)] if p["step"] == 0 else None
+    assert sum(p["parts"].values()) == pytest.approx(d, abs=1e-9)
+    assert p["parts"]["alpha"] == pytest.approx(
+      iid_tau(p["per_token_acceptance"]["value"], g) - iid_tau(a, g), abs=1e-9
+    )
+    if cell is not None:
+      assert p["parts"]["end"] == pytest.approx(
+        cell["tau_ratio_of_totals"]["value"] - cell["mean_acceptance_length"]["value"], abs=1e-9
+      )
   s = alpha_vs_tau.summarize(pts)
   for g, row in s.items():
     devs = [p["deviation"]["value"] for p in pts if p["gamma"] == g]
