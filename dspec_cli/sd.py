@@ -2,7 +2,8 @@
 
   dspec sd --target runs/dspec_translate_en_de/target --draft runs/dspec_translate_en_de/draft
   dspec sd --target RUN --draft RUN --gammas 3,5,7 --temperatures 0,1 --num-examples 100
-  dspec sd --target RUN --draft RUN --lenience sq:0.5 --out results/sd/lossy
+  dspec sd --target RUN --draft RUN --lenience sq:0.5 --temperatures 1 --out results/sd/lossy
+  dspec sd --target RUN --draft RUN --lenience sq:0.5 --temperatures 1 --residual lenient
   dspec sd --target RUN --draft RUN --verification token,block
 
 For every block size gamma and temperature T (batch size 1, the first N
@@ -48,7 +49,12 @@ def add_parser(subparsers) -> None:
   p.add_argument("--gammas", default="3,5,7", help="block sizes (default 3,5,7)")
   p.add_argument("--temperatures", default="0,1", help="temperatures (default 0,1)")
   p.add_argument("--lenience", default=None,
-                 help="lossy SD lenience, e.g. sq:0.5, lin:0.3, exp:0.5 (default lossless)")
+                 help="lossy SD lenience, e.g. sq:0.5, lin:0.3, exp:0.5 (default lossless);"
+                      " temperatures > 0 only (at T = 0 lenience changes nothing: refused)")
+  p.add_argument("--residual", default="target", choices=("target", "lenient"),
+                 help="after a lossy rejection resample from norm(max(0, p - q)) ('target',"
+                      " Algorithm A.1 as printed; default) or norm(max(0, f(p, eps) - q))"
+                      " ('lenient'); the same when lossless")
   p.add_argument("--verification", default="token",
                  help="'token' (Algorithm A.1), 'block' (block verification, Sun et al. 2025) or"
                       " 'token,block': one full measurement each (OUT/token, OUT/block with --out;"
@@ -103,7 +109,7 @@ def run(args) -> int:
   for verification in verifications:
     options = MeasureOptions(
         gammas=args.gammas, temperatures=args.temperatures, lenience=args.lenience,
-        verification=verification, num_examples=args.num_examples,
+        verification=verification, residual=args.residual, num_examples=args.num_examples,
         timing_examples=args.timing_examples, repeats=args.repeats,
         latency_repeats=args.latency_repeats, max_new_tokens=args.max_new_tokens, seed=args.seed)
     # Fail fast on bad gammas/temperatures/lenience/verification, before any model is loaded

@@ -12,7 +12,8 @@ block).  One loop iteration is one block for every unfinished row:
 3. **Accept/reject** with :func:`dspec_theory.sampler.speculative_step`
    (vmapped over rows, one key per row): ``n`` accepted drafts, then one token
    from the residual ``norm(max(0, p_n - q_n))`` or the bonus ``p_n``; lossy
-   lenience ``f(p, eps)`` goes to the sampler.  With ``verification="block"``
+   lenience ``f(p, eps)`` and the residual choice (``residual="lenient"``:
+   ``norm(max(0, f(p_n, eps) - q_n))``) go to the sampler.  With ``verification="block"``
    the sampler verifies the drafts jointly (Sun et al., ICLR 2025; lossless,
    no lenience; conventions in :mod:`dspec_theory.sampler`): ``n`` is then the
    kept prefix and the token after it comes from ``norm(max(w_n p_n - q_n, 0))``
@@ -76,7 +77,7 @@ from dspec_models.configs import ModelConfig
 # Derived statistics (per-example records, batch summaries), re-exported here.
 from dspec_models.speculative_records import per_example_records, summarize  # noqa: F401
 from dspec_theory import validation as v
-from dspec_theory.lenience import parse_lenience
+from dspec_theory.lenience import check_lenience_temperature, check_residual, parse_lenience
 from dspec_theory.validation import check_verification
 from dspec_theory.sampler import probs_from_logits, speculative_step
 
@@ -263,7 +264,7 @@ def _draft_block(draft_config, draft_params, state: _SDLoop, key: Array, gamma: 
 
 def _sd_block(target_config, draft_config, gamma, temperature, lenience, max_new_tokens,
               target_params, draft_params, state: _SDLoop, *,
-              verification: str = "token") -> _SDLoop:
+              verification: str = "token", residual: str = "target") -> _SDLoop:
   key, k_draft, k_verify = jax.random.split(state.key, 3)
   active = ~state.done
   remaining = max_new_tokens - state.lengths
@@ -284,7 +285,7 @@ def _sd_block(target_config, draft_config, gamma, temperature, lenience, max_new
 
   def step(k, dt, dq, tp, nd):
     return speculative_step(k, dt, dq, tp, lenience=lenience, num_draft=nd,
-                            verification=verification)
+                            verification=verification, residual=residual)
 
   row_keys = jax.random.split(k_verify, drafts.shape[0])
   result = jax.vmap(step)(row_keys, drafts, q, p, num_draft)
@@ -337,11 +338,11 @@ def _sd_block(target_config, draft_config, gamma, temperature, lenience, max_new
 
 @functools.partial(jax.jit, static_argnames=(
     "target_config", "draft_config", "gamma", "temperature", "lenience", "verification",
-    "max_new_tokens",
+    "residual", "max_new_tokens",
     "batch_size"))
 def _speculative_generate_jit(target_params, draft_params, inputs, key, *, target_config,
                               draft_config, gamma, temperature, lenience, max_new_tokens,
-                              verification="token",
+                              verification="token", residual="target",
                               batch_size):
   t_state, last = lm.init_decode_state(
       target_config, target_params, inputs, batch_size=batch_size,
@@ -359,7 +360,7 @@ def _speculative_generate_jit(target_params, draft_params, inputs, key, *, targe
       acc_hist=hist, draft_hist=hist, iteration=jnp.int32(0))
   body = functools.partial(_sd_block, target_config, draft_config, gamma, temperature,
                            lenience, max_new_tokens, target_params, draft_params,
-                           verification=verification)
+                           verification=verification, residual=residual)
   final = jax.lax.while_loop(lambda s: jnp.any(~s.done), body, init)
   return _finalize(final.out, final.lengths, final.target_calls, final.draft_calls,
                    final.drafted, final.accepted, final.rejected, final.acc_hist,
@@ -369,7 +370,8 @@ def _speculative_generate_jit(target_params, draft_params, inputs, key, *, targe
 def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: int,
                          temperature: float, key: Array, max_new_tokens: int,
                          lenience: Any = None, batch_size: Optional[int] = None,
-                         verification: str = "token") -> GenerationResult:
+                         verification: str = "token",
+                         residual: str = "target") -> GenerationResult:
   """Speculative decoding (Algorithm A.1) of ``target`` with ``draft``, batched.
 
   Lossless (``lenience=None``) the output sequences are distributed exactly as
@@ -386,9 +388,16 @@ def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: 
     key: PRNG key.
     max_new_tokens: maximum generated tokens per row (``T`` of the paper).
     lenience: None (lossless) or a lenience spec (``"sq:0.5"``, ``("exp", 0.3)``);
-      token verification only.
+      token verification only, ``temperature > 0`` only: at ``T = 0`` both
+      distributions are one-hot and every lenience has ``f(0, eps) = 0``,
+      ``f(1, eps) >= 1``, so it would change nothing (a ``ValueError``; see
+      :mod:`dspec_theory.lenience`).
     verification: ``"token"`` (Algorithm A.1, default) or ``"block"`` (block
       verification, Sun et al. 2025; lossless).
+    residual: after a lossy rejection, resample from ``norm(max(0, p - q))``
+      (``"target"``, default, Algorithm A.1 as printed) or from
+      ``norm(max(0, f(p, eps) - q))`` (``"lenient"``); exact laws of both in
+      :mod:`dspec_theory.lenience`; no effect when lossless.
     batch_size: rows when ``inputs`` is None.
 
   Returns:
@@ -411,6 +420,8 @@ def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: 
   temperature = v.check_temperature(temperature)
   lenience = parse_lenience(lenience)
   verification = check_verification(verification, lenience)
+  residual = check_residual(residual)
+  check_lenience_temperature(lenience, temperature)
   if lenience is not None:
     lenience = (lenience.kind, float(lenience.eps))
   if d_config.is_encoder_decoder and inputs is None:
@@ -419,7 +430,7 @@ def speculative_generate(target: Any, draft: Any, inputs: Any = None, *, gamma: 
   return _speculative_generate_jit(
       t_params, d_params, inputs, key, target_config=t_config, draft_config=d_config,
       gamma=gamma, temperature=temperature, lenience=lenience, verification=verification,
-      max_new_tokens=max_new_tokens, batch_size=batch_size)
+      residual=residual, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 One verification step (Algorithm A.1, lines 5-11) draws ``x ~ q``, accepts it
 with probability ``min(1, f(p(x), eps) / q(x))`` and otherwise draws a
-replacement from the residual ``norm(max(0, p - q))``.  This module gives the
+replacement from the residual ``norm(max(0, p - q))`` (or, with
+``residual="lenient"``, ``norm(max(0, f(p, eps) - q))``; see
+:mod:`dspec_theory.lenience`).  This module gives the
 exact probabilities of that step.  All functions reduce over the last axis.
 
 Bad values raise a one-line ``ValueError`` naming ``p`` or ``q`` when called
@@ -19,7 +21,12 @@ import jax
 import jax.numpy as jnp
 
 from dspec_theory import validation as v
-from dspec_theory.lenience import apply_lenience, parse_lenience  # noqa: F401 (re-exported)
+from dspec_theory.lenience import (  # noqa: F401 (apply/parse re-exported)
+    apply_lenience,
+    check_residual,
+    parse_lenience,
+    residual_weights,
+)
 
 Array = jax.Array
 
@@ -97,17 +104,23 @@ def lossy_token_acceptance(p: Any, q: Any, lenience: Any, *, where: Any = None) 
   return _masked(jnp.sum(jnp.minimum(q, apply_lenience(p, lenience)), axis=-1), where, valid)
 
 
-def residual_distribution(p: Any, q: Any, *, where: Any = None) -> Array:
+def residual_distribution(
+    p: Any, q: Any, *, lenience: Any = None, residual: str = "target", where: Any = None
+) -> Array:
   r"""The adjusted distribution ``norm(max(0, p - q))`` (Algorithm A.1, line 9).
 
   .. math:: p'(x) = \frac{\max(0, p(x) - q(x))}{\sum_{x'} \max(0, p(x') - q(x'))}
 
   The normaliser equals ``TVD(p, q)``.  Where ``p == q`` the residual is
   undefined (0/0) and a rejection cannot happen; this function then returns
-  ``p`` so the result is always a distribution.
+  ``p`` so the result is always a distribution.  With ``residual="lenient"``
+  it is ``norm(max(0, f(p, eps) - q))`` instead (normaliser ``F - beta_f``,
+  :mod:`dspec_theory.lenience`), with the same fallback.
 
   Args:
     p, q, where: as :func:`token_acceptance`.
+    lenience: ``None`` or a lenience spec (used by ``residual="lenient"`` only).
+    residual: ``"target"`` (default) or ``"lenient"``.
 
   Returns:
     ``[..., V]`` distributions (``p`` on masked rows).
@@ -118,8 +131,10 @@ def residual_distribution(p: Any, q: Any, *, where: Any = None) -> Array:
 
   Reference: DistillSpec Algorithm A.1; Leviathan et al. (2023), section 2.3.
   """
-  p, q, valid = _prepare(p, q, where)
-  excess = jnp.maximum(p - q, 0.0)
+  lenience = parse_lenience(lenience)
+  residual = check_residual(residual)
+  p, q, valid = _prepare(p, q, where, lenience)
+  excess = residual_weights(p, q, lenience, residual)
   mass = jnp.sum(excess, axis=-1, keepdims=True)
   has_mass = mass > 0
   residual = jnp.where(has_mass, excess / jnp.where(has_mass, mass, 1.0), p)
@@ -131,7 +146,7 @@ def residual_distribution(p: Any, q: Any, *, where: Any = None) -> Array:
 
 
 def speculative_token_distribution(
-    p: Any, q: Any, lenience: Any = None, *, where: Any = None
+    p: Any, q: Any, lenience: Any = None, *, residual: str = "target", where: Any = None
 ) -> Array:
   r"""Exact distribution of the token emitted at a verified draft position.
 
@@ -139,15 +154,19 @@ def speculative_token_distribution(
   otherwise the emitted token comes from the residual.  So
 
   .. math:: P(\text{out} = x) = \min(q(x), f(p(x), \epsilon))
-            + (1 - \beta_f)\, \mathrm{norm}(\max(0, p - q))(x)
+            + (1 - \beta_f)\, \mathrm{norm}(\max(0, g - q))(x)
 
-  which equals ``p`` when lossless (Leviathan et al., Theorem 3.5).  The bonus
-  token drawn after a fully accepted block comes from ``p`` directly and is not
-  covered here.
+  with ``g = p`` (``residual="target"``, Algorithm A.1 as printed) or
+  ``g = f(p, eps)`` (``residual="lenient"``; then ``P = c f + (1 - c)
+  min(q, f)``, ``c = (1 - beta_f) / (sum f - beta_f)``,
+  :mod:`dspec_theory.lenience`).  Both equal ``p`` when lossless (Leviathan
+  et al., Theorem 3.5).  The bonus token drawn after a fully accepted block
+  comes from ``p`` directly and is not covered here.
 
   Args:
     p, q, where: as :func:`token_acceptance`.
     lenience: ``None`` (lossless) or a lenience spec.
+    residual: ``"target"`` (default) or ``"lenient"``.
 
   Returns:
     ``[..., V]`` distributions.
@@ -155,6 +174,9 @@ def speculative_token_distribution(
   Example:
     >>> [round(float(x), 6) for x in speculative_token_distribution([0.3, 0.7], [0.6, 0.4])]
     [0.3, 0.7]
+    >>> [[round(float(x), 4) for x in speculative_token_distribution(
+    ...     [0.2, 0.3, 0.5], [0.5, 0.4, 0.1], ("lin", 0.5), residual=r)] for r in ("target", "lenient")]
+    [[0.4, 0.4, 0.2], [0.4, 0.4182, 0.1818]]
 
   Reference: DistillSpec Algorithm A.1 and section 4.
   """
@@ -162,5 +184,6 @@ def speculative_token_distribution(
   p, q, valid = _prepare(p, q, where, lenience)
   kept = jnp.minimum(q, apply_lenience(p, lenience))
   reject = 1.0 - jnp.sum(kept, axis=-1, keepdims=True)
-  out = kept + reject * residual_distribution(p, q, where=where)
+  out = kept + reject * residual_distribution(p, q, lenience=lenience, residual=residual,
+                                              where=where)
   return out if valid is None else v.nan_unless(valid[..., None], out)

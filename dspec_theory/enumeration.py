@@ -32,7 +32,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from dspec_theory import validation as v
-from dspec_theory.lenience import parse_lenience
+from dspec_theory.lenience import check_residual, parse_lenience
 from dspec_theory.theorem41 import theorem41_bound
 
 NextTokenFn = Callable[[tuple], Sequence[Any]]
@@ -132,6 +132,7 @@ def speculative_distribution(
     gamma: int,
     lenience: Any = None,
     verification: str = "token",
+    residual: str = "target",
 ) -> SpeculativeEnumeration:
   """Enumerates Algorithm A.1 (or block verification) exactly, block by block.
 
@@ -144,8 +145,10 @@ def speculative_distribution(
   2. for each draft, walks the verification: draft ``i`` is accepted with
      probability ``a_i = min(1, f(p_i(d_i), eps) / q_i(d_i))``; the first
      rejection at ``n`` has probability ``a_1..a_{n-1} (1 - a_n)`` and the
-     emitted token is drawn from ``norm(max(0, p_n - q_n))``; if all ``k``
-     drafts are accepted the bonus token is drawn from ``p_{k+1}``;
+     emitted token is drawn from ``norm(max(0, p_n - q_n))``
+     (``residual="target"``) or ``norm(max(0, f(p_n, eps) - q_n))``
+     (``residual="lenient"``); if all ``k`` drafts are accepted the bonus
+     token is drawn from ``p_{k+1}``;
   3. appends, cuts at EOS / ``max_len``, and recurses on unfinished prefixes.
 
   With ``verification="block"`` step 2 is block verification (Sun et al.,
@@ -170,6 +173,8 @@ def speculative_distribution(
     gamma: block size ``>= 1``.
     lenience: ``None`` or a lenience spec (lossy SD; token verification only).
     verification: ``"token"`` (default) or ``"block"``.
+    residual: ``"target"`` (default, Algorithm A.1 as printed) or
+      ``"lenient"`` (:mod:`dspec_theory.lenience`); the same law when lossless.
 
   Returns:
     :class:`SpeculativeEnumeration`.
@@ -184,6 +189,7 @@ def speculative_distribution(
   gamma = v.check_gamma(gamma)
   lenience = parse_lenience(lenience)
   verification = v.check_verification(verification, lenience)
+  residual = check_residual(residual)
   dist: dict[tuple, Any] = defaultdict(lambda: 0)
   totals = {"calls": 0, "len": 0, "accepted": 0, "drafts": 0}
 
@@ -209,7 +215,7 @@ def speculative_distribution(
     ps = [p_of(y + drafts[:i]) for i in range(k)]
     qs = [q_of(y + drafts[:i]) for i in range(k)]
     reach = 0  # probability that all k drafts are kept
-    for n, p_n, final in _verification_law(ps, qs, drafts, verification, lenience):
+    for n, p_n, final in _verification_law(ps, qs, drafts, verification, lenience, residual):
       if n == k:
         reach = prob * p_n
         continue
@@ -247,7 +253,8 @@ def speculative_distribution(
   )
 
 
-def _verification_law(ps: list, qs: list, drafts: tuple, verification: str, lenience) -> list:
+def _verification_law(ps: list, qs: list, drafts: tuple, verification: str, lenience,
+                      residual: str = "target") -> list:
   """Every verification outcome of one drafted block, in plain arithmetic.
 
   Args:
@@ -256,8 +263,8 @@ def _verification_law(ps: list, qs: list, drafts: tuple, verification: str, leni
 
   Returns:
     ``[(n, P(n | drafts), weights)]``: ``n`` drafts kept, then a token drawn
-    from the unnormalised ``weights`` (``n < k``; the residual, or ``p_n`` if
-    that is empty) or the bonus token (``n = k``, weights ``None``: the caller
+    from the unnormalised ``weights`` (``n < k``; the residual ``max(0, p - q)``
+    or, ``residual="lenient"``, ``max(0, f(p) - q)``, or ``p_n`` if that is empty) or the bonus token (``n = k``, weights ``None``: the caller
     knows the row after the block).  Outcomes of probability 0 are omitted.
   """
   k = len(drafts)
@@ -269,7 +276,8 @@ def _verification_law(ps: list, qs: list, drafts: tuple, verification: str, leni
       accept = ratio if ratio < 1 else 1
       reject = reach * (1 - accept)
       if reject != 0:
-        out.append((i, reject, _residual_or_target(1, ps[i], qs[i])))
+        top = ps[i] if residual == "target" else [_lenient(x, lenience) for x in ps[i]]
+        out.append((i, reject, _residual_or_target(1, top, qs[i], ps[i])))
       reach = reach * accept
       if reach == 0:
         return out
@@ -295,10 +303,11 @@ def _verification_law(ps: list, qs: list, drafts: tuple, verification: str, leni
   return out
 
 
-def _residual_or_target(w: Any, p: Sequence[Any], q: Sequence[Any]) -> list:
-  """``max(w p - q, 0)`` (unnormalised), or ``p`` when that is all zero."""
+def _residual_or_target(w: Any, p: Sequence[Any], q: Sequence[Any],
+                        fallback: Sequence[Any] | None = None) -> list:
+  """``max(w p - q, 0)`` (unnormalised), or ``fallback`` (default ``p``) when that is all zero."""
   excess = [max(w * px - qx, 0) for px, qx in zip(p, q)]
-  return excess if any(e != 0 for e in excess) else list(p)
+  return excess if any(e != 0 for e in excess) else list(p if fallback is None else fallback)
 
 
 class BlockEnumeration(NamedTuple):
@@ -325,12 +334,13 @@ def one_block_distribution(
     prefix: tuple = (),
     lenience: Any = None,
     verification: str = "token",
+    residual: str = "target",
 ) -> BlockEnumeration:
   """Enumerates one block after ``prefix``: all ``V^gamma`` drafts, every verification outcome.
 
   Every block drafts exactly ``gamma`` tokens and emits a bonus token when all
-  are kept (EOS is an ordinary token here); the verification is as in
-  :func:`speculative_distribution`.  Lossless, ``emitted`` restricted to its
+  are kept (EOS is an ordinary token here); the verification (and
+  ``residual``) is as in :func:`speculative_distribution`.  Lossless, ``emitted`` restricted to its
   first token is the target's next-token law.
 
   Example (Sun et al., 2025, section 1: p = (1/3, 2/3), q = (2/3, 1/3), gamma = 2):
@@ -344,6 +354,7 @@ def one_block_distribution(
   gamma = v.check_gamma(gamma)
   lenience = parse_lenience(lenience)
   verification = v.check_verification(verification, lenience)
+  residual = check_residual(residual)
   prefix = tuple(int(t) for t in prefix)
   emitted: dict[tuple, Any] = defaultdict(lambda: 0)
   law = [0] * (gamma + 1)
@@ -356,7 +367,7 @@ def one_block_distribution(
           walk(drafts + (x,), prob * qx, qs + [q])
       return
     ps = [_dist(target_fn, prefix + drafts[:i], vocab_size, "target_fn") for i in range(gamma)]
-    for n, p_n, final in _verification_law(ps, qs, drafts, verification, lenience):
+    for n, p_n, final in _verification_law(ps, qs, drafts, verification, lenience, residual):
       law[n] += prob * p_n
       if final is None:
         final = _dist(target_fn, prefix + drafts, vocab_size, "target_fn")
@@ -534,15 +545,18 @@ def sample_sequences_python(
     *,
     seed: int,
     num_samples: int,
+    residual: str = "target",
 ) -> list[tuple[tuple, int]]:
   """A plain-Python speculative sampler (the benchmark's baseline).
 
-  Runs Algorithm A.1 with Python's ``random`` module, one token at a time.
+  Runs Algorithm A.1 with Python's ``random`` module, one token at a time
+  (``residual`` as :func:`speculative_distribution`).
   Returns ``[(sequence, target_calls)]``.
   """
   vocab_size, eos, max_len = _check_common(vocab_size, eos, max_len)
   gamma = v.check_gamma(gamma)
   lenience = parse_lenience(lenience)
+  residual = check_residual(residual)
   rng = random.Random(seed)
   tokens = list(range(vocab_size))
   out = []
@@ -567,7 +581,8 @@ def sample_sequences_python(
         if rng.random() * q[d] < _lenient(p[d], lenience):
           emitted += (d,)
           continue
-        excess = [max(a - b, 0.0) for a, b in zip(p, q)]
+        top = p if residual == "target" else [_lenient(a, lenience) for a in p]
+        excess = [max(a - b, 0.0) for a, b in zip(top, q)]
         emitted += (rng.choices(tokens, weights=excess)[0],)
         break
       else:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dspec_theory import validation as v
-from dspec_theory.lenience import apply_lenience, parse_lenience
+from dspec_theory.lenience import apply_lenience, check_residual, parse_lenience, residual_weights
 from dspec_theory.theorem41 import theorem41_bound
 
 Array = jax.Array
@@ -371,7 +371,7 @@ class SDStats(NamedTuple):
 
 def sd_stats(
     p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience: Any = None,
-    verification: str = "token",
+    verification: str = "token", residual: str = "target",
 ) -> SDStats:
   r"""Exact block efficiency of speculative decoding for Markov LMs.
 
@@ -379,8 +379,10 @@ def sd_stats(
   already accepted in the current block).  With, per context,
 
   * ``A(c, x) = min(q(x|c), f(p(x|c), eps))`` -- draft ``x`` drawn and accepted,
-  * ``R(c, x) = (1 - sum_x' A(c, x')) norm(max(0, p - q))(x)`` -- a rejection,
-    then ``x`` drawn from the residual (lossless: ``R = max(0, p - q)``),
+  * ``R(c, x) = (1 - sum_x' A(c, x')) norm(max(0, g - q))(x)`` -- a rejection,
+    then ``x`` drawn from the residual, ``g = p`` (``residual="target"``) or
+    ``g = f(p, eps)`` (``residual="lenient"``; lossless both give
+    ``R = max(0, p - q)``),
   * ``P(c, x) = p(x|c)`` -- the bonus token after ``gamma`` acceptances,
 
   the alive mass ``U_t[i, c]`` after ``t`` emitted tokens moves
@@ -423,6 +425,7 @@ def sd_stats(
     lenience: ``None`` (lossless) or a lenience spec such as ``("sq", 0.5)``;
       token verification only.
     verification: ``"token"`` (default) or ``"block"``.
+    residual: ``"target"`` (default) or ``"lenient"`` (:mod:`dspec_theory.lenience`).
 
   Returns:
     :class:`SDStats`.
@@ -440,30 +443,34 @@ def sd_stats(
   gamma = v.check_gamma(gamma)
   lenience = parse_lenience(lenience)
   verification = v.check_verification(verification, lenience)
+  residual = check_residual(residual)
   with jax.enable_x64(True):
     if verification == "block":
       return _block_sd_stats(p, q, max_len, gamma)
-    return _sd_stats_jit(p, q, max_len, gamma, lenience)
+    return _sd_stats_jit(p, q, max_len, gamma, lenience, residual)
 
 
-def _verify_kernels(p_rows: Array, q_rows: Array, lenience) -> tuple[Array, Array]:
+def _verify_kernels(p_rows: Array, q_rows: Array, lenience,
+                    residual: str = "target") -> tuple[Array, Array]:
   """(A, R): accept-draft and reject-then-resample probabilities per context."""
   accept = jnp.minimum(q_rows, apply_lenience(p_rows, lenience))
   reject_prob = 1.0 - jnp.sum(accept, axis=-1, keepdims=True)
-  excess = jnp.maximum(p_rows - q_rows, 0.0)
+  excess = residual_weights(p_rows, q_rows, lenience, residual)
   mass = jnp.sum(excess, axis=-1, keepdims=True)
   has_mass = mass > 0
   # A rejection can only happen when some q(x) > f(p(x)) >= p(x), and then the
-  # excess has positive mass; rows with no excess get weight 0 anyway.
+  # excess has positive mass (lenient: sum max(0, f - q) >= 1 - sum A > 0);
+  # rows with no excess get weight 0 anyway.
   residual = jnp.where(has_mass, excess / jnp.where(has_mass, mass, 1.0), 0.0)
   return accept, jnp.maximum(reject_prob, 0.0) * residual
 
 
-def _sd_stats_impl(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience) -> SDStats:
+def _sd_stats_impl(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience,
+                   residual: str = "target") -> SDStats:
   eos = p.eos
   vocab = p.vocab_size
-  a0, r0 = _verify_kernels(p.init, q.init, lenience)
-  a, r = _verify_kernels(p.trans, q.trans, lenience)
+  a0, r0 = _verify_kernels(p.init, q.init, lenience, residual)
+  a, r = _verify_kernels(p.trans, q.trans, lenience, residual)
   a_ne, r_ne, p_ne = _non_eos(a, eos), _non_eos(r, eos), _non_eos(p.trans, eos)
   q_ne = _non_eos(q.trans, eos)
 
@@ -513,7 +520,7 @@ def _sd_stats_impl(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience)
   return SDStats(calls, length, length / calls, accepted, drafts)
 
 
-_sd_stats_jit = jax.jit(_sd_stats_impl, static_argnums=(2, 3, 4))
+_sd_stats_jit = jax.jit(_sd_stats_impl, static_argnums=(2, 3, 4, 5))
 
 
 # ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from dspec_theory import validation as v
-from dspec_theory.lenience import apply_lenience, parse_lenience
+from dspec_theory.lenience import apply_lenience, check_residual, parse_lenience, residual_weights
 from dspec_theory.markov import MarkovLM, check_pair
 
 Array = jax.Array
@@ -50,18 +50,19 @@ class PositionStats(NamedTuple):
   conditional: Array
 
 
-def _kernels(p_rows: Array, q_rows: Array, lenience) -> tuple[Array, Array]:
+def _kernels(p_rows: Array, q_rows: Array, lenience, residual: str) -> tuple[Array, Array]:
   """(A, R): accept-draft and reject-then-resample kernels (as in ``markov.sd_stats``)."""
   accept = jnp.minimum(q_rows, apply_lenience(p_rows, lenience))
   reject_prob = jnp.maximum(1.0 - jnp.sum(accept, axis=-1, keepdims=True), 0.0)
-  excess = jnp.maximum(p_rows - q_rows, 0.0)
+  excess = residual_weights(p_rows, q_rows, lenience, residual)
   mass = jnp.sum(excess, axis=-1, keepdims=True)
   residual = jnp.where(mass > 0, excess / jnp.where(mass > 0, mass, 1.0), 0.0)
   return accept, reject_prob * residual
 
 
 def per_position_acceptance(
-  p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience: Any = None
+  p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience: Any = None,
+  residual: str = "target",
 ) -> PositionStats:
   """Exact per-position acceptance rates of SD (Algorithm A.1) for Markov LMs.
 
@@ -76,6 +77,7 @@ def per_position_acceptance(
     max_len: maximum output length ``T >= 1``.
     gamma: block size ``>= 1``.
     lenience: ``None`` (lossless) or a lenience spec such as ``("sq", 0.5)``.
+    residual: ``"target"`` (default) or ``"lenient"``, as in ``sd_stats``.
 
   Returns:
     :class:`PositionStats`.
@@ -93,8 +95,9 @@ def per_position_acceptance(
   max_len = v.check_max_len(max_len)
   gamma = v.check_gamma(gamma)
   lenience = parse_lenience(lenience)
+  residual = check_residual(residual)
   with jax.enable_x64(True):
-    blocks, at = _positions_jit(p, q, max_len, gamma, lenience)
+    blocks, at = _positions_jit(p, q, max_len, gamma, lenience, residual)
     u = at / blocks
     prev = jnp.concatenate([jnp.ones((1,), u.dtype), u[:-1]])
     cond = jnp.where(prev > 0, u / jnp.where(prev > 0, prev, 1.0), jnp.nan)
@@ -105,10 +108,10 @@ def _non_eos(x: Array, eos: int) -> Array:
   return x.at[..., eos].set(0.0)
 
 
-def _positions_impl(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience):
+def _positions_impl(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience, residual):
   eos = p.eos
-  a0, r0 = _kernels(p.init, q.init, lenience)
-  a, r = _kernels(p.trans, q.trans, lenience)
+  a0, r0 = _kernels(p.init, q.init, lenience, residual)
+  a, r = _kernels(p.trans, q.trans, lenience, residual)
   a_ne, r_ne, p_ne = _non_eos(a, eos), _non_eos(r, eos), _non_eos(p.trans, eos)
   accept_prob = jnp.sum(a, axis=-1)  # [V]: P(accept | context c)
   at0 = jnp.zeros((gamma,), jnp.float64).at[0].set(jnp.sum(a0))
@@ -130,7 +133,7 @@ def _positions_impl(p: MarkovLM, q: MarkovLM, max_len: int, gamma: int, lenience
   return 1.0 + jnp.sum(starts), at0 + jnp.sum(accepted_at, axis=0)
 
 
-_positions_jit = jax.jit(_positions_impl, static_argnums=(2, 3, 4))
+_positions_jit = jax.jit(_positions_impl, static_argnums=(2, 3, 4, 5))
 
 
 def geometric_rates(alpha: Any, gamma: int) -> Array:

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dspec_theory import validation as v
-from dspec_theory.lenience import apply_lenience, parse_lenience
+from dspec_theory.lenience import apply_lenience, check_residual, parse_lenience, residual_weights
 
 Array = jax.Array
 
@@ -135,6 +135,7 @@ def speculative_step(
     lenience: Any = None,
     num_draft: Any = None,
     verification: str = "token",
+    residual: str = "target",
 ) -> SpeculativeStep:
   r"""One speculative decoding step (Algorithm A.1, lines 4-12, or block verification).
 
@@ -143,9 +144,12 @@ def speculative_step(
   probability ``min(1, f(p_i(x_i), eps) / q_i(x_i))``, division-free so greedy
   one-hot inputs are exact.  ``n`` is the first rejected index (or the number
   of valid drafts).  After a rejection the next token is drawn from
-  ``norm(max(0, p_n - q_n))``; after a fully accepted block it is drawn from
-  ``p_n`` (the bonus token).  Lossless (``lenience=None``) the emitted tokens
-  are distributed exactly as the target's (Leviathan et al., Thm 3.5).
+  ``norm(max(0, p_n - q_n))`` (``residual="target"``, as Algorithm A.1 prints
+  it) or ``norm(max(0, f(p_n, eps) - q_n))`` (``residual="lenient"``); after a
+  fully accepted block it is drawn from ``p_n`` (the bonus token).  Lossless
+  (``lenience=None``) the two residuals are the same and the emitted tokens
+  are distributed exactly as the target's (Leviathan et al., Thm 3.5); the
+  exact lossy laws of both are in :mod:`dspec_theory.lenience`.
 
   With ``verification="block"`` the drafts are verified jointly (Sun et al.,
   2025, Algorithm 2; see the module docstring for the rule and its
@@ -170,6 +174,8 @@ def speculative_step(
       ``target_probs`` is not a distribution (eagerly: ``ValueError``).
     verification: ``"token"`` (default) or ``"block"``; static.  Block
       verification is lossless only: ``lenience`` must be ``None``.
+    residual: ``"target"`` (default) or ``"lenient"``: the residual a
+      rejection resamples from (see above); static.  No effect when lossless.
 
   Returns:
     :class:`SpeculativeStep` with the emitted tokens and ``num_accepted``
@@ -187,6 +193,7 @@ def speculative_step(
   """
   lenience = parse_lenience(lenience)
   verification = v.check_verification(verification, lenience)
+  residual = check_residual(residual)
   draft_tokens = jnp.asarray(draft_tokens)
   if draft_tokens.ndim != 1 or draft_tokens.shape[0] < 1:
     raise ValueError(
@@ -232,7 +239,8 @@ def speculative_step(
     n, weights = _block_outcome(u, draft_tokens, draft_probs, target_probs, num_draft)
     step = _emitted(draft_tokens, n, draw_final(weights).astype(jnp.int32))
   else:
-    step = _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft)
+    step = _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft,
+                   residual)
   # Under tracing a num_draft outside [0, gamma], or a probability row that is not a
   # distribution (NaN, negative, not summing to 1), cannot raise: mark the result invalid.
   valid = (num_draft >= 0) & (num_draft <= gamma)
@@ -244,15 +252,17 @@ def speculative_step(
                          jnp.where(valid, step.num_accepted, -1).astype(jnp.int32))
 
 
-def _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft):
-  """Lines 5-12 of Algorithm A.1 given acceptance uniforms ``u`` [gamma] and a sampler."""
+def _verify(u, draw_final, draft_tokens, draft_probs, target_probs, lenience, num_draft,
+            residual="target"):
+  """Lines 5-12 of Algorithm A.1 given acceptance uniforms ``u`` [gamma] and a sampler
+  (the residual ``max(0, p_n - q_n)`` or, lenient, ``max(0, f(p_n) - q_n)``)."""
   gamma = draft_tokens.shape[0]
   q_tok = jnp.take_along_axis(draft_probs, draft_tokens[:, None], axis=-1)[:, 0]
   p_tok = jnp.take_along_axis(target_probs[:gamma], draft_tokens[:, None], axis=-1)[:, 0]
   any_rejected, n = _first_rejection(u, q_tok, p_tok, lenience, num_draft)
   p_n = target_probs[n]
   q_n = draft_probs[jnp.minimum(n, gamma - 1)]
-  excess = jnp.maximum(p_n - q_n, 0.0)
+  excess = residual_weights(p_n, q_n, lenience, residual)
   use_residual = any_rejected & (jnp.sum(excess) > 0)
   final = draw_final(jnp.where(use_residual, excess, p_n)).astype(jnp.int32)
   return _emitted(draft_tokens, n, final)
@@ -451,6 +461,7 @@ def simulate_markov(
     key: Array,
     num_samples: int,
     verification: str = "token",
+    residual: str = "target",
 ) -> SimulationResult:
   """Samples complete speculative decodes of Markov LM ``p`` with draft ``q``.
 
@@ -472,6 +483,7 @@ def simulate_markov(
       2025; conventions in the module docstring).  Block verification
       computes ``gamma`` residual masses per block: ``O(gamma V)`` per lane
       and block instead of ``O(gamma log V)``.
+    residual: ``"target"`` (default) or ``"lenient"``, as :func:`speculative_step`.
 
   Returns:
     :class:`SimulationResult`; its means estimate the exact
@@ -494,7 +506,7 @@ def simulate_markov(
   children = jnp.tile(jnp.arange(vocab, dtype=jnp.int32), (vocab + 1, 1))
   return simulate_finite_state(
       p_rows, q_rows, children, vocab, p.eos, max_len, gamma, lenience,
-      key=key, num_samples=num_samples, verification=verification,
+      key=key, num_samples=num_samples, verification=verification, residual=residual,
   )
 
 
@@ -511,6 +523,7 @@ def simulate_finite_state(
     key: Array,
     num_samples: int,
     verification: str = "token",
+    residual: str = "target",
 ) -> SimulationResult:
   """:func:`simulate_markov` for any finite-state LM pair sharing a context graph.
 
@@ -526,7 +539,7 @@ def simulate_finite_state(
     children: int ``[C, V]`` next context after each token.
     root: the start context.
     eos: EOS token id.
-    max_len, gamma, lenience, key, num_samples, verification: as
+    max_len, gamma, lenience, key, num_samples, verification, residual: as
       :func:`simulate_markov`.
 
   Returns:
@@ -536,6 +549,7 @@ def simulate_finite_state(
   gamma = v.check_gamma(gamma)
   lenience = parse_lenience(lenience)
   verification = v.check_verification(verification, lenience)
+  residual = check_residual(residual)
   num_samples = v.check_positive_int("num_samples", num_samples)
   p_rows = v.check_probabilities("p_rows", p_rows)
   q_rows = v.check_probabilities("q_rows", q_rows)
@@ -556,7 +570,7 @@ def simulate_finite_state(
   keys = jax.random.split(key, num_samples)
   return _simulate(
       keys, p_rows.astype(dtype), q_rows.astype(dtype), children, root, eos,
-      max_len, gamma, lenience, verification,
+      max_len, gamma, lenience, verification, residual,
   )
 
 
@@ -588,16 +602,16 @@ def _row_inverse_cdf(cdf: Array, last: Array, row: Array, u: Array) -> Array:
   return jnp.minimum(lo, last[row]).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9))
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8, 9, 10))
 def _simulate(keys, p_rows, q_rows, children, root, eos, max_len, gamma, lenience,
-              verification):
+              verification, residual):
   # Everything a block needs depends only on contexts, so the distributions the
   # sampler draws from are precomputed once per context: the draft rows, the
-  # target rows (bonus token) and the residuals max(0, p - q) (resampling),
-  # as cumulative sums.  A lane then does O(gamma log V) work per block
+  # target rows (bonus token) and the residuals max(0, p - q) (resampling;
+  # max(0, f(p) - q) with residual="lenient"), as cumulative sums.  A lane then does O(gamma log V) work per block
   # (scalar gathers and binary searches) instead of O(gamma V).
   q_cdf = jnp.cumsum(q_rows, axis=-1)
-  residual = jnp.maximum(p_rows - q_rows, 0.0)
+  residual = residual_weights(p_rows, q_rows, lenience, residual)
   num_ctx = p_rows.shape[0]
   # Rows of the final token's distribution: residual of context c at row c,
   # target of context c at row C + c (one binary search picks from either).

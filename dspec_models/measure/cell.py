@@ -75,7 +75,8 @@ def measure_example(target: Any, draft: Any, inputs: Optional[np.ndarray], index
     return sd.speculative_generate(target, draft, inputs, gamma=gamma, temperature=temperature,
                                    key=key, max_new_tokens=options.max_new_tokens,
                                    lenience=options.lenience, batch_size=batch_size,
-                                   verification=options.verification)
+                                   verification=options.verification,
+                                   residual=options.residual)
 
   def run_ar():
     return sd.autoregressive_generate(target, inputs, temperature=temperature, key=key,

@@ -53,6 +53,9 @@ class MeasureOptions:
     lenience: None (lossless) or a lenience spec string such as ``"sq:0.5"``.
     verification: ``"token"`` (Algorithm A.1) or ``"block"`` (Sun et al., 2025;
       lossless, no lenience).
+    residual: ``"target"`` (``norm(max(0, p - q))`` after a lossy rejection, as
+      Algorithm A.1 prints it) or ``"lenient"`` (``norm(max(0, f(p, eps) - q))``).
+      A lenience needs every temperature ``> 0`` (it has no effect at ``T = 0``).
     num_examples: held-out examples per cell (alpha, tau).
     timing_examples: the first this many examples are also timed (SD and
       autoregressive, interleaved); None = all, 0 = no wall-clock speedups.
@@ -68,6 +71,7 @@ class MeasureOptions:
   temperatures: tuple[float, ...] = PAPER_TEMPERATURES
   lenience: Optional[str] = None
   verification: str = "token"
+  residual: str = "target"
   num_examples: int = 100
   timing_examples: Optional[int] = None
   repeats: int = 3
@@ -92,6 +96,11 @@ class MeasureOptions:
     from dspec_theory.validation import check_verification
 
     check_verification(self.verification, lenience)
+    from dspec_theory.lenience import check_lenience_temperature, check_residual
+
+    check_residual(self.residual)
+    for t in temps:
+      check_lenience_temperature(lenience, t)
     for name, low in (("num_examples", 1), ("repeats", 1), ("latency_repeats", 1),
                       ("max_new_tokens", 1), ("seed", 0)):
       v.check_int(name, getattr(self, name), low)
@@ -118,4 +127,6 @@ class MeasureOptions:
     d["temperatures"] = list(self.temperatures)
     if d["verification"] == "token":
       del d["verification"]  # the default: reports written before the option still resume
+    if d["residual"] == "target":
+      del d["residual"]  # likewise
     return d

@@ -199,6 +199,7 @@ def format_report(report: dict) -> str:
           f"{opts['timing_examples']} timed x {opts['repeats']} repeats, batch 1, "
           f"max {opts['max_new_tokens']} new tokens"
           + (f", lenience {opts['lenience']}" if opts.get("lenience") else "")
+          + (", lenient residual" if opts.get("residual") == "lenient" else "")
           + (", block verification" if opts.get("verification") == "block" else "") + ")\n"
           f"target {t.get('model_name')} ({t.get('num_params'):,} params, step {t.get('step')}) "
           f"draft {d.get('model_name')} ({d.get('num_params'):,} params, step {d.get('step')}) "

@@ -177,11 +177,15 @@ def alpha_eq3_along_target(target: Any, draft: Any, inputs: np.ndarray, *, seed:
 
 
 def default_out_dir(task: str, target_run: Any, draft_run: Any,
-                    lenience: Optional[str] = None, verification: str = "token") -> Path:
-  """``results/sd/<task>/<target dir name>--<draft dir name>[--<lenience>][--block]``."""
+                    lenience: Optional[str] = None, verification: str = "token",
+                    residual: str = "target") -> Path:
+  """``results/sd/<task>/<target>--<draft>[--<lenience>[--lenient-residual]][--block]``
+  (``<target>``, ``<draft>``: the run directories' names)."""
   name = f"{Path(target_run).resolve().name}--{Path(draft_run).resolve().name}"
   if lenience:
     name += "--" + str(lenience).replace(":", "")
+    if residual == "lenient":
+      name += "--lenient-residual"
   if verification == "block":
     name += "--block"
   return Path("results") / "sd" / task / name
@@ -229,7 +233,8 @@ def measure_runs(target_run: Any, draft_run: Any, *, options: MeasureOptions,
                      f"has only {held.inputs.shape[0]} examples")
   out = Path(out_dir) if out_dir is not None else default_out_dir(task, target_run, draft_run,
                                                                   options.lenience,
-                                                                  options.verification)
+                                                                  options.verification,
+                                                                  options.residual)
   spec_has_inputs = pair.target[0].is_encoder_decoder or pair.max_input_len > 0
   settings = {
       "task": task, "split": split, "vocab": pair.vocab,
