@@ -1,4 +1,4 @@
-"""Built-in step adapters: Hugging Face transformers' speculative sampler under ``dspec check-sampler``.
+"""Built-in step adapters: transformers' speculative sampling under ``dspec check-sampler``.
 
 Each adapter is a step function with the contract of :mod:`dspec_theory.conformance`
 (``step(key, target, draft, context, gamma) -> int tokens [gamma + 1]`` padded with

@@ -34,9 +34,9 @@ Recipe::
   rejection) or the bonus token, then ``-1``.
 
 If the engine samples the bonus token itself, or takes logits, adapt the drafting helper
-``_run_sampler`` of this module (about twenty lines) rather than the sampler.  :func:`rejection_sample`
-is a correct reference in this signature (it passes the checker); ``tests/
-test_sampler_adapters.py`` shows that a variant which draws the recovered token from ``p``
+``_run_sampler`` of this module (about twenty lines) rather than the sampler.
+:func:`rejection_sample` is a correct reference in this signature (it passes the checker);
+``tests/test_sampler_adapters.py`` shows that a variant which draws the recovered token from ``p``
 instead of the residual is rejected.
 """
 
