@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
       help="goodness-of-fit test that a speculative step function samples the exact law",
       description="Decodes adversarial tiny Markov models with the given step function and "
                   "tests the outputs against the exact law (chi-square, Holm-corrected, with a "
-                  "power analysis) and its acceptance against the exact sum min(p, q) "
+                  "power analysis) and its acceptance against the exact sum over non-EOS x of min(p, q) "
                   "(one-sided exact binomial test). The step contract is documented in "
                   "dspec_theory.conformance: step(key, target, draft, context, gamma) -> "
                   "int tokens [gamma + 1] padded with -1.",
@@ -65,6 +65,10 @@ def add_parser(subparsers) -> None:
   parser.add_argument("--lenience", default=None,
                       help="the lossy law the sampler claims, e.g. 'sq:0.5' (default: lossless);"
                            " passed to the function if it has a 'lenience' parameter")
+  parser.add_argument("--residual", choices=("target", "lenient"), default="target",
+                      help="the residual of the claimed lossy law: norm(max(0, p - q)) ('target',"
+                           " Algorithm A.1 as printed) or norm(max(0, f(p, eps) - q)) ('lenient');"
+                           " passed to the function if it has a 'residual' parameter")
   parser.add_argument("--verification", choices=("token", "block"), default="token",
                       help="the verification the sampler claims (block: Sun et al. 2025; the law"
                            " tested is still the target's); passed to the function if it has a"
@@ -157,7 +161,8 @@ def _run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always", UserWarning)
       report = check_sampler(
-          step, lenience=args.lenience, gammas=gammas, max_len=args.max_len, alpha=args.alpha,
+          step, lenience=args.lenience, residual=args.residual, gammas=gammas,
+          max_len=args.max_len, alpha=args.alpha,
           power=args.power, min_effect=args.min_effect, num_samples=args.samples, seed=args.seed,
           vectorized=False if args.no_vmap else None, progress=True,
           verification=args.verification, batched=True if args.batched else None,

@@ -86,11 +86,13 @@ tests are run on the same decodes:
   :func:`dspec_theory.enumeration.speculative_distribution` (lossy);
 * the first output token against
   :func:`dspec_theory.acceptance.speculative_token_distribution` (one step);
-* efficiency: the number ``k`` of first blocks (context ``-1``) that keep at
-  least one draft, against its exact probability ``a`` (``sum_x min(p(x),
-  q(x))`` for lossless token verification, ``sum_x min(q, f(p))`` lossy, the
-  enumerated law of Sun et al.'s Algorithm 2 for block verification;
-  :func:`dspec_theory.enumeration.one_block_distribution`): one-sided exact
+* efficiency: the number ``k`` of first blocks (context ``-1``) of two or
+  more tokens (they kept a draft), against the probability ``a`` of keeping a
+  first draft that is not EOS (an engine may stop at an accepted EOS):
+  ``sum_{x != EOS} min(p(x), q(x))`` for lossless token verification,
+  ``sum_{x != EOS} min(q, f(p))`` lossy, and for block verification the
+  enumerated ``P(n >= 1)`` of Sun et al.'s Algorithm 2 less ``q(EOS)``
+  (:func:`first_block_acceptance`): one-sided exact
   binomial test, p-value ``P(Bin(N, a) <= k)``; only a shortfall is flagged.
   Skipped where ``a = 0``.
 
@@ -140,7 +142,7 @@ from dspec_theory.conformance_cases import Case, adversarial_cases  # noqa: F401
 from dspec_theory.conformance_contract import (  # noqa: F401
     _next_rows, _safe_log, block_reference_step, draft_block, numpy_batched_step,
     mark_batched, reference_step)
-from dspec_theory.lenience import parse_lenience
+from dspec_theory.lenience import check_residual, parse_lenience
 from dspec_theory.markov import MarkovLM, next_token_fn
 
 StepFn = Callable[..., Any]
@@ -350,10 +352,12 @@ class EfficiencyResult:
 
   Attributes:
     case, gamma, num_samples: what was tested, on how many first blocks.
-    kept: first blocks that kept at least one draft.
+    kept: first blocks of two or more tokens (they kept at least one draft).
     observed: ``kept / num_samples``.
-    exact: the exact probability ``a`` of keeping at least one draft
-      (``sum_x min(p(x), q(x))`` for lossless token verification).
+    exact: the reference rate ``a`` of :func:`first_block_acceptance`: the
+      probability of keeping a first draft that is not EOS (``sum_{x != EOS}
+      min(p(x), q(x))`` for lossless token verification; for block
+      verification a lower bound).
     p_value: one-sided exact binomial ``P(Bin(N, a) <= kept)``.
     adjusted_p: Holm-adjusted, in the same family as the law tests.
     min_shortfall: a true acceptance ``a - min_shortfall`` or lower is flagged
@@ -574,7 +578,8 @@ class ConformanceReport:
         "notes": list(self.notes), "cases": out}
 
 
-def _expected_laws(case: Case, gamma: int, max_len: int, lenience) -> tuple[dict, dict]:
+def _expected_laws(case: Case, gamma: int, max_len: int, lenience,
+                   residual: str = "target") -> tuple[dict, dict]:
   """The exact sequence law and first-token law of one (case, gamma).
 
   Lossless, the law is the target's (ancestral enumeration: the theorem checked
@@ -588,29 +593,38 @@ def _expected_laws(case: Case, gamma: int, max_len: int, lenience) -> tuple[dict
   if lenience is None:
     seq_law = ancestral_distribution(p_fn, vocab, eos, max_len)
   else:
-    seq_law = speculative_distribution(p_fn, q_fn, vocab, eos, max_len, gamma, lenience).distribution
+    seq_law = speculative_distribution(p_fn, q_fn, vocab, eos, max_len, gamma, lenience,
+                                       residual=residual).distribution
   first = np.asarray(speculative_token_distribution(
-      np.asarray(case.target.init), np.asarray(case.draft.init), lenience))
+      np.asarray(case.target.init), np.asarray(case.draft.init), lenience, residual=residual))
   return seq_law, {int(x): float(first[x]) for x in range(vocab)}
 
 
 def first_block_acceptance(case: Case, gamma: int, lenience: Any = None,
                            verification: str = "token") -> float:
-  """Exact probability that the first block (context ``-1``) keeps at least one draft.
+  """Reference rate of first blocks (context ``-1``) that keep a draft which is not EOS.
 
-  ``1 - P(n = 0)`` from :func:`dspec_theory.enumeration.one_block_distribution`
-  (all ``V^gamma`` drafts); for token verification this is ``sum_x min(q(x),
-  f(p(x)))`` (``f`` the identity when lossless), checked here against
-  :func:`dspec_theory.acceptance.lossy_token_acceptance`.
+  The checker sees only emitted tokens, so it counts a block of two or more
+  tokens as "kept a draft".  An engine that stops at an accepted EOS draft
+  emits the one-token block ``[EOS]``, indistinguishable from a rejection
+  whose residual drew EOS; the reference rate therefore leaves out accepted
+  EOS drafts, and an engine that goes on after EOS only scores higher (the
+  test is one-sided).  Token verification: exactly ``sum_{x != EOS}
+  min(q(x), f(p(x)))`` (``f`` the identity when lossless), the first draft's
+  acceptance; ``1 - P(n = 0)`` from
+  :func:`dspec_theory.enumeration.one_block_distribution` (all ``V^gamma``
+  drafts) is checked against :func:`dspec_theory.acceptance.lossy_token_acceptance`
+  first.  Block verification: the lower bound ``1 - P(n = 0) - q(EOS)``.
 
   Example:
-    >>> round(first_block_acceptance(adversarial_cases()[2], 2), 4)  # near-equal: .10+.28+.40+.20
-    0.98
+    >>> round(first_block_acceptance(adversarial_cases()[2], 2), 4)  # near-equal: .28+.40+.20
+    0.88
   """
   from dspec_theory.acceptance import lossy_token_acceptance
   from dspec_theory.enumeration import one_block_distribution
+  from dspec_theory.lenience import apply_lenience
 
-  vocab = case.target.vocab_size
+  vocab, eos = case.target.vocab_size, case.target.eos
   blk = one_block_distribution(next_token_fn(case.target), next_token_fn(case.draft), vocab, gamma,
                                lenience=lenience, verification=verification)
   a = 1.0 - float(blk.accepted_law[0])
@@ -621,6 +635,11 @@ def first_block_acceptance(case: Case, gamma: int, lenience: Any = None,
     if abs(ref - a) > 1e-9:  # the reference itself would be wrong
       raise AssertionError(f"enumerated acceptance {a} differs from sum min(q, f(p)) = {ref}"
                            f" on {case.name}")
+    with jax.enable_x64(True):  # leave out the accepted-EOS share min(q(EOS), f(p(EOS)))
+      f_p = apply_lenience(jnp.asarray(case.target.init, jnp.float64), parse_lenience(lenience))
+      a -= min(float(np.asarray(case.draft.init, np.float64)[eos]), float(f_p[eos]))
+  else:
+    a -= float(np.asarray(case.draft.init, np.float64)[eos])
   return min(max(a, 0.0), 1.0)
 
 
@@ -701,6 +720,7 @@ def check_sampler(
     step: StepFn,
     *,
     lenience: Any = None,
+    residual: str = "target",
     gammas: Sequence[int] = DEFAULT_GAMMAS,
     max_len: int = DEFAULT_MAX_LEN,
     alpha: float = 0.01,
@@ -722,6 +742,9 @@ def check_sampler(
       has a ``lenience`` parameter, ``lenience`` is passed to it.
     lenience: ``None`` to test losslessness, or the lenience spec (e.g.
       ``"sq:0.5"``) whose exact lossy law the sampler claims to produce.
+    residual: ``"target"`` (``norm(max(0, p - q))``, Algorithm A.1 as printed)
+      or ``"lenient"`` (``norm(max(0, f(p, eps) - q))``): the residual of the
+      claimed lossy law; passed to ``step`` if it has a ``residual`` parameter.
     gammas: block sizes to test.
     max_len: length ``T`` of the decoded sequences (small: the number of cells
       grows like ``V^T``); ``gamma >= max_len`` hides the bonus token (warned).
@@ -757,6 +780,7 @@ def check_sampler(
     (True, 'jax.vmap')
   """
   lenience = parse_lenience(lenience)
+  residual = check_residual(residual)
   gammas = tuple(v.check_gamma(g) for g in gammas)
   if not gammas:
     raise ValueError("gammas must name at least one block size")
@@ -784,9 +808,12 @@ def check_sampler(
     step = _with_lenience(step, lenience)
   if _accepts(step, "verification"):
     step = _with_verification(step, verification)
+  if _accepts(step, "residual"):
+    step = functools.partial(step, residual=residual)
   started = time.perf_counter()
   with jax.enable_x64(True):
-    laws = {(c.name, g): _expected_laws(c, g, max_len, lenience) for c in cases for g in gammas}
+    laws = {(c.name, g): _expected_laws(c, g, max_len, lenience, residual)
+            for c in cases for g in gammas}
     exact_acc = ({(c.name, g): first_block_acceptance(c, g, lenience, verification)
                   for c in cases for g in gammas} if efficiency else {})
     num_tests = 2 * len(laws) + sum(a > 0 for a in exact_acc.values())

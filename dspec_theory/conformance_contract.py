@@ -54,7 +54,8 @@ def draft_block(key: jax.Array, draft: MarkovLM, context: jax.Array, gamma: int)
 
 
 def reference_step(key: jax.Array, target: MarkovLM, draft: MarkovLM, context: Any,
-                   gamma: int, lenience: Any = None, verification: str = "token") -> jax.Array:
+                   gamma: int, lenience: Any = None, verification: str = "token",
+                   residual: str = "target") -> jax.Array:
   """The project's speculative step (:func:`dspec_theory.sampler.speculative_step`) in the contract.
 
   Drafts ``gamma`` tokens with :func:`draft_block`, gathers the target's rows at
@@ -72,7 +73,7 @@ def reference_step(key: jax.Array, target: MarkovLM, draft: MarkovLM, context: A
   toks, q_rows, ctxs = draft_block(k_draft, draft, context, gamma)
   p_rows = jax.vmap(lambda c: _next_rows(target, c))(ctxs)
   return speculative_step(k_verify, toks, q_rows, p_rows, lenience=lenience,
-                          verification=verification).tokens
+                          verification=verification, residual=residual).tokens
 
 
 def block_reference_step(key: jax.Array, target: MarkovLM, draft: MarkovLM, context: Any,

@@ -184,16 +184,39 @@ def test_the_samples_note_when_num_samples_is_below_the_power_analysis():
 
 
 def test_efficiency_reference_values():
-  """The exact first-block acceptance against sum min(p, q) (token) and Monte Carlo (block)."""
+  """The first-block reference rate: sum over non-EOS x of min(p, q) (token), a bound (block)."""
   for case in cf.adversarial_cases(1):
     p, q = np.asarray(case.target.init), np.asarray(case.draft.init)
+    eos = case.target.eos
+    kept = np.minimum(p, q)
     for g in (1, 3):
-      assert cf.first_block_acceptance(case, g) == pytest.approx(np.minimum(p, q).sum(), abs=1e-12)
+      assert cf.first_block_acceptance(case, g) == pytest.approx(
+          kept.sum() - kept[eos], abs=1e-12)
   # Block verification keeps >= 1 draft at least as often on these cases (Sun et al.'s rule is
-  # optimal); its exact value is what the block reference sampler is tested against above.
+  # optimal); its reference leaves out all of q(EOS), the token one only min(p, q)(EOS).
   for case in cf.adversarial_cases(0):
-    assert cf.first_block_acceptance(case, 3, verification="block") >= (
-        cf.first_block_acceptance(case, 3) - 1e-12)
+    p, q = np.asarray(case.target.init), np.asarray(case.draft.init)
+    eos = case.target.eos
+    assert cf.first_block_acceptance(case, 3, verification="block") + q[eos] >= (
+        cf.first_block_acceptance(case, 3) + min(p[eos], q[eos]) - 1e-12)
+
+
+def _stops_at_eos(key, target, draft, context, gamma):
+  """The reference step, but a block ends at an emitted EOS (as serving engines stop)."""
+  import jax.numpy as jnp
+
+  toks = cf.reference_step(key, target, draft, context, gamma)
+  after_eos = jnp.cumsum(toks == target.eos) - (toks == target.eos) > 0
+  return jnp.where(after_eos, -1, toks)
+
+
+def test_an_engine_that_stops_at_an_accepted_eos_is_not_flagged():
+  # near-equal has p(EOS) = 0.1 at the start: counting its accepted-EOS blocks [EOS] as rejections
+  # would be a shortfall of about 0.1, far above what the efficiency test detects.
+  rep = cf.check_sampler(_stops_at_eos, cases=cf.adversarial_cases(0)[2:3], **FAST)
+  assert rep.passed and rep.efficiency and not any(e.flagged for e in rep.efficiency)
+  e = rep.efficiency[0]
+  assert e.exact == pytest.approx(0.88, abs=1e-12) and abs(e.observed - e.exact) < 0.02
 
 
 def test_binomial_shortfall_power_by_simulation():
@@ -403,3 +426,16 @@ def test_cli_warns_when_the_bonus_is_unobservable(capsys):
   captured = capsys.readouterr()
   assert "warning: gamma = 2 >= max_len = 2" in captured.err
   assert "note: num_samples = 200 detects only" in captured.out
+
+
+def test_the_claimed_residual_of_a_lossy_law_is_tested():
+  """--residual: the lenient-residual law passes its own claim and fails the printed one."""
+  cases = cf.adversarial_cases(0)[1:2]  # peaked: the two residual laws differ by TVD 0.40
+
+  def lenient(key, target, draft, context, gamma, lenience=None):  # no residual parameter
+    return cf.reference_step(key, target, draft, context, gamma, lenience, residual="lenient")
+
+  assert cf.check_sampler(cf.reference_step, lenience="exp:0.5", residual="lenient",
+                          cases=cases, **FAST).passed  # the step receives residual= itself
+  assert not cf.check_sampler(lenient, lenience="exp:0.5", residual="target", cases=cases,
+                              **FAST).passed
