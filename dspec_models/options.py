@@ -41,7 +41,8 @@ def option(
     help: one-line help (the flag's help; the default is appended there).
     default: the default (omit for a required field).
     check: ``"int>=K"`` (an int at least K), ``"int>=K?"`` (None or such an
-      int), ``"float>0"``, ``"float>=0"``, ``"bool"``, or None (checked elsewhere).
+      int), ``"float>0"``, ``"float>=0"``, ``"bool"``, ``"one of a|b"`` (one of
+      the strings), or None (checked elsewhere).
     parse: how the CLI converts the flag's text (default: ``int``/``float`` per
       ``check``, else ``str``).
     flag: the flag (default ``--field-name``); a bool field defaulting to True
@@ -62,6 +63,11 @@ def _check(name: str, value: Any, check: Optional[str]) -> Any:
   if check == "bool":
     if not isinstance(value, bool):
       raise ValueError(f"{name} must be True or False; got {value!r}")
+    return value
+  if check.startswith("one of "):
+    choices = tuple(check[len("one of ") :].split("|"))
+    if value not in choices:
+      raise ValueError(f"{name} must be one of {choices}; got {value!r}")
     return value
   if check == "float>=0":
     try:
@@ -141,6 +147,13 @@ class TrainOptions:
   )
   num_devices: Optional[int] = option(
     "data-parallel devices (default: all of jax.devices())", None, check="int>=1?"
+  )
+  param_sharding: str = option(
+    "placement of parameters and optimizer state (teacher included) on the devices: "
+    "'replicated' or 'fsdp' (each array split over the devices along its largest dimension "
+    "that the device count divides, dspec_models.training.parallel.fsdp_spec)",
+    "replicated",
+    check="one of replicated|fsdp",
   )
   train_limit: Optional[int] = option(
     "use only the first N training examples (quick checks)", None, check="int>=1?"

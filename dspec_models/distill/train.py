@@ -75,13 +75,14 @@ def distill_loss(student_params: Any, batch: dict, teacher_params: Any, *,
 @functools.lru_cache(maxsize=16)
 def distill_programs(student_config: ModelConfig, teacher_config: ModelConfig, divergence: str,
                      teacher_targets: str, multiply_by_parameter_scale: bool, mesh: Any,
-                     normalize: str = "sequence") -> tuple[Any, Callable]:
+                     normalize: str = "sequence", param_sharding: str = "replicated"
+                     ) -> tuple[Any, Callable]:
   """``(optimizer, jitted update)``, cached per process (see ``sft_programs``)."""
   optimizer = make_optimizer(multiply_by_parameter_scale=multiply_by_parameter_scale)
   loss = functools.partial(distill_loss, student_config=student_config,
                            teacher_config=teacher_config, divergence=divergence,
                            teacher_targets=teacher_targets, normalize=normalize)
-  return optimizer, make_update_step(loss, optimizer, mesh)
+  return optimizer, make_update_step(loss, optimizer, mesh, param_sharding)
 
 
 def distill_step(state: ckpt.TrainState, *, update: Callable, teacher: tuple[ModelConfig, Any],
@@ -189,15 +190,20 @@ def train_distill(options: DistillOptions, *,
   gammas = tuple(v.check_positive_int("gammas", g) for g in options.gammas)
   temperatures = tuple(v.check_temperature(t, "temperatures") for t in options.temperatures)
 
-  t_cfg, t_params, t_extra = rundir.load_model(options.teacher_run, flag="--teacher")
-  s_cfg, s_params, s_extra = rundir.load_model(options.student_run, flag="--student")
+  mesh = parallel.data_mesh(options.num_devices)
+  # Restored straight into their placement: an FSDP teacher never sits whole on one device.
+  place = functools.partial(parallel.param_shardings, mesh=mesh,
+                            param_sharding=options.param_sharding)
+  t_cfg, t_params, t_extra = rundir.load_model(options.teacher_run, flag="--teacher",
+                                               placement=place)
+  s_cfg, s_params, s_extra = rundir.load_model(options.student_run, flag="--student",
+                                               placement=place)
   _check_pair(t_extra, s_extra, t_cfg, s_cfg)
   task = t_extra["task"]
   vocab_size = int(t_extra["vocab"]["vocab_size"])
   in_len, out_len = int(t_extra["max_input_len"]), int(t_extra["max_target_len"])
 
   sched = schedule_config(options)
-  mesh = parallel.data_mesh(options.num_devices)
   parallel.check_batch_size(options.batch_size, mesh)
   run_dir = rundir.require_writable_dir(options.run_dir)
 
@@ -227,15 +233,17 @@ def train_distill(options: DistillOptions, *,
 
   optimizer, update = distill_programs(s_cfg, t_cfg, recipe.divergence, recipe.teacher_targets,
                                        options.multiply_by_parameter_scale, mesh,
-                                       options.normalize)
-  teacher_params = parallel.replicate(t_params, mesh)
-  params = parallel.replicate(s_params, mesh)
+                                       options.normalize, options.param_sharding)
+  # Teacher and student placed alike: replicated, or FSDP-split (parallel.param_shardings).
+  teacher_params = parallel.place_params(t_params, mesh, options.param_sharding)
+  params = parallel.place_params(s_params, mesh, options.param_sharding)
   init_state = ckpt.TrainState(step=0, params=params,
-                               opt_state=init_optimizer(optimizer, params, mesh),
+                               opt_state=init_optimizer(optimizer, params, mesh,
+                                                        options.param_sharding),
                                rng_key=np.asarray(jax.random.PRNGKey(options.seed), np.uint32),
                                data_position=0)
-  state, manager, resumed = loop.init_or_resume(run_dir, init_state,
-                                                sharding=parallel.replicated(mesh))
+  # Restored arrays take the template's per-leaf shardings (init_state's placement).
+  state, manager, resumed = loop.init_or_resume(run_dir, init_state, sharding=None)
   if resumed:
     print(f"resuming {run_dir} from step {state.step}")
 

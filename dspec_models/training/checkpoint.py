@@ -222,11 +222,15 @@ def find_resumable(run_dir: Path | str, template: "TrainState", sharding: Any = 
 
 
 def _abstract(tree: Any, sharding: Any = None) -> Any:
-  def one(x):
-    s = sharding if sharding is not None else getattr(x, "sharding", None)
+  """Restore targets of ``tree``'s leaves: placed by ``sharding`` -- one sharding for all,
+  a pytree of shardings matching ``tree``, or None (each leaf's own sharding)."""
+  def one(x, s=None):
+    s = s if s is not None else getattr(x, "sharding", None)
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s)
 
-  return jax.tree_util.tree_map(one, tree)
+  if sharding is None or isinstance(sharding, jax.sharding.Sharding):
+    return jax.tree_util.tree_map(lambda x: one(x, sharding), tree)
+  return jax.tree_util.tree_map(one, tree, sharding)
 
 
 def restore_checkpoint(manager: ocp.CheckpointManager, template: TrainState,
@@ -236,7 +240,7 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: TrainState,
 
   ``template`` gives the pytree structure, shapes and dtypes (e.g. a freshly
   initialised state); ``sharding`` (e.g. replicated over a mesh) places the
-  restored arrays.
+  restored arrays; None places each like its template leaf (e.g. FSDP-split).
 
   Raises:
     ValueError: naming ``step`` if there is no such checkpoint.
@@ -271,9 +275,15 @@ def latest_step(run_dir: Path | str) -> Optional[int]:
   return checkpoint_manager(run_dir, read_only=True).latest_step()
 
 
-def load_params(run_dir: Path | str, abstract_params: Any, step: Optional[int] = None
-                ) -> tuple[Any, int, dict]:
+def load_params(run_dir: Path | str, abstract_params: Any, step: Optional[int] = None,
+                sharding: Any = None) -> tuple[Any, int, dict]:
   """Restores only the ``params`` item (and meta); returns ``(params, step, meta)``.
+
+  ``sharding`` (one sharding or a pytree of them, e.g.
+  :func:`.parallel.param_shardings`) restores every array straight into its
+  placement (FSDP: no device ever holds a whole model); default: the
+  default device (not the devices the run was saved from, so that models of
+  runs made on different device counts can be used together).
 
   Raises:
     ValueError: naming ``run_dir``/``step`` when there is no checkpoint.
@@ -282,12 +292,14 @@ def load_params(run_dir: Path | str, abstract_params: Any, step: Optional[int] =
     raise ValueError(f"run_dir {str(run_dir)!r} has no checkpoints/ directory")
   manager = checkpoint_manager(run_dir, read_only=True)
   step = _existing_step(manager, step, run_dir)
+  if sharding is None:
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   step_dir = checkpoint_dir(run_dir) / str(step)
   reason = step_damage(step_dir)
   if reason is None:
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(_abstract(abstract_params)),
+          params=ocp.args.StandardRestore(_abstract(abstract_params, sharding)),
           meta=ocp.args.JsonRestore()))
     except Exception as err:  # noqa: BLE001 -- any failure to read means a damaged step
       reason = f"cannot be restored ({_one_line(err)})"

@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from dspec_models.configs import ModelConfig
 
@@ -235,7 +235,8 @@ def truncate_metrics(run_dir: Path | str, max_step: int) -> None:
   os.replace(tmp, path)
 
 
-def load_model(run_dir: Path | str, step: Optional[int] = None, flag: Optional[str] = None
+def load_model(run_dir: Path | str, step: Optional[int] = None, flag: Optional[str] = None,
+               placement: Optional[Callable[[Any], Any]] = None
                ) -> tuple[ModelConfig, Any, dict]:
   """Loads a trained model: ``(ModelConfig, params, extra)``.
 
@@ -244,6 +245,9 @@ def load_model(run_dir: Path | str, step: Optional[int] = None, flag: Optional[s
     step: checkpoint step (default: the latest).
     flag: the command-line flag that gave ``run_dir`` (e.g. ``"--teacher"``),
       named by the error messages.
+    placement: abstract params -> their shardings (e.g. FSDP,
+      :func:`dspec_models.training.parallel.param_shardings`): the arrays are
+      restored straight into them; default: the default device.
 
   Returns:
     The model config (with the task vocabulary size), the parameters (numpy-
@@ -261,7 +265,9 @@ def load_model(run_dir: Path | str, step: Optional[int] = None, flag: Optional[s
   try:
     config = read_config(run_dir)
     model_config = model_config_from_dict(config["model"])
-    params, restored_step, _ = load_params(run_dir, lm.abstract_params(model_config), step)
+    abstract = lm.abstract_params(model_config)
+    sharding = None if placement is None else placement(abstract)
+    params, restored_step, _ = load_params(run_dir, abstract, step, sharding)
   except ValueError as err:
     if flag is None:
       raise

@@ -8,7 +8,8 @@ Loss: token-level cross-entropy on the target tokens only, padding masked::
 C.1 schedule shape (:mod:`.schedule`), batches indexed by step
 (:mod:`.data`), orbax checkpoints every ``checkpoint_every`` steps
 (resumable bit for bit), evaluation (held-out loss and the task metric on
-greedy outputs) every ``eval_every`` steps, data-parallel over all devices.
+greedy outputs) every ``eval_every`` steps, data-parallel over all devices
+(parameters replicated or FSDP-sharded, ``param_sharding``, :mod:`.parallel`).
 
 :func:`train_sft` is the whole run; :func:`sft_loss` the loss.
 """
@@ -90,12 +91,13 @@ def build_model_config(task: str, model: str, vocab_size: int, overrides: tuple 
 
 
 @functools.lru_cache(maxsize=16)
-def sft_programs(config: ModelConfig, multiply_by_parameter_scale: bool, mesh: Any
-                 ) -> tuple[Any, Callable]:
+def sft_programs(config: ModelConfig, multiply_by_parameter_scale: bool, mesh: Any,
+                 param_sharding: str = "replicated") -> tuple[Any, Callable]:
   """``(optimizer, jitted update step)``, cached so that runs of the same model in one
   process (a resumed run, tests) compile once."""
   optimizer = make_optimizer(multiply_by_parameter_scale=multiply_by_parameter_scale)
-  return optimizer, make_update_step(functools.partial(sft_loss, config), optimizer, mesh)
+  return optimizer, make_update_step(functools.partial(sft_loss, config), optimizer, mesh,
+                                     param_sharding)
 
 
 def dataset_batch(data: data_lib.TokenizedSplit, step: int, batch_size: int, seed: int
@@ -147,14 +149,15 @@ def train_sft(options: SFTOptions, *,
   run_config["vocab"] = rundir.store_vocabulary(run_dir, vocab)
   rundir.write_config(run_dir, run_config)
 
-  optimizer, update = sft_programs(config, options.multiply_by_parameter_scale, mesh)
+  placement = options.param_sharding  # replicated or FSDP (parallel.param_shardings)
+  optimizer, update = sft_programs(config, options.multiply_by_parameter_scale, mesh, placement)
   k_init, k_run = jax.random.split(jax.random.PRNGKey(options.seed))
-  params = init_params(config, k_init, mesh)
+  params = init_params(config, k_init, mesh, placement)
   init_state = ckpt.TrainState(step=0, params=params,
-                               opt_state=init_optimizer(optimizer, params, mesh),
+                               opt_state=init_optimizer(optimizer, params, mesh, placement),
                                rng_key=np.asarray(k_run, np.uint32), data_position=0)
-  state, manager, resumed = loop.init_or_resume(run_dir, init_state,
-                                                sharding=parallel.replicated(mesh))
+  # Restored arrays take the template's per-leaf shardings (init_state's placement).
+  state, manager, resumed = loop.init_or_resume(run_dir, init_state, sharding=None)
   if resumed:
     print(f"resuming {run_dir} from step {state.step}")
 
