@@ -22,6 +22,7 @@ REGISTRY = {
   "alpha_vs_tau": "experiments.alpha_vs_tau",
   "bound_vs_measured": "experiments.bound_vs_measured",
   "data_temperature": "experiments.data_temperature",
+  "transfer_target": "experiments.transfer_target",
 }
 
 

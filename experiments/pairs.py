@@ -88,9 +88,23 @@ class PairScale:
   length_samples: int = dataclasses.field(
     default=2, metadata={"help": "teacher samples per input for L_p(x) and Eq. 3"}
   )
+  large_target_overrides: tuple = dataclasses.field(
+    default=(("num_layers", 4), ("num_encoder_layers", 4), ("d_ff", 1024)),
+    metadata={"help": "ModelConfig overrides (after model_overrides) of the larger target"},
+  )
+  large_target_steps: int = dataclasses.field(
+    default=400, metadata={"help": "SFT steps, larger target (Figure D.1's T5-XXL role)"}
+  )
 
   def __post_init__(self):
-    for name in ("target_steps", "draft_steps", "distill_steps", "eval_examples", "length_samples"):
+    for name in (
+      "target_steps",
+      "draft_steps",
+      "distill_steps",
+      "eval_examples",
+      "length_samples",
+      "large_target_steps",
+    ):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
@@ -116,6 +130,8 @@ PAIR_SCALES: dict[str, PairScale] = {
     gammas=(3,),
     temperatures=(1.0,),
     length_samples=1,
+    large_target_overrides=(("num_layers", 2), ("num_encoder_layers", 2)),
+    large_target_steps=20,
   ),
   "cpu": PairScale(task="dspec_translate_en_de"),
   # Table C.1 / C.2: T5-XL target, T5-small draft, batch 32, LR 3e-4 (accelerators).
@@ -210,6 +226,39 @@ def pair_runs(pair: PairScale, root: Path, *, progress: bool = False) -> tuple[P
         train_sft(SFTOptions(**kwargs))
     runs[role] = run_dir
   return runs["target"], runs["draft"]
+
+
+def larger_target_run(pair: PairScale, root: Path, *, progress: bool = False) -> Path:
+  """``<task dir>/target_large``: a larger target of the same task and vocabulary, or reused.
+
+  The target's config with ``model_overrides`` then ``large_target_overrides``,
+  ``large_target_steps`` SFT steps, seed 0 (Figure D.1's larger T5-XXL target).
+  """
+  from dspec_models.options import SFTOptions
+  from dspec_models.training.sft import train_sft
+
+  run_dir = task_dir(root, pair) / "target_large"
+  overrides = dict(pair.model_overrides)
+  overrides.update(dict(pair.large_target_overrides))
+  kwargs = dict(
+    run_dir=str(run_dir),
+    task=pair.task,
+    model=pair.target_model,
+    steps=pair.large_target_steps,
+    seed=0,
+    model_overrides=tuple(overrides.items()),
+    train_limit=pair.train_limit,
+    evaluate=pair.sft_evaluate,
+    progress=progress,
+  )
+  if pair.sft_batch_size is not None:
+    kwargs["batch_size"] = pair.sft_batch_size
+  if not pair.sft_evaluate:
+    kwargs.update(score_examples=0, eval_examples=16)
+  with _locked(run_dir):
+    if not _finished(run_dir, pair.large_target_steps):
+      train_sft(SFTOptions(**kwargs))
+  return run_dir
 
 
 def distill_run(
