@@ -358,3 +358,16 @@ def test_distill_resumes_past_a_damaged_checkpoint(distill_pair, tmp_path, capsy
   _assert_same_params(damaged, out)
   strip = lambda d: [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(d)]
   assert strip(damaged) == strip(out)
+
+
+def test_an_option_the_recorded_run_predates_is_not_a_rerun_change(tmp_path):
+  from dspec_models.training import rundir
+
+  recorded = {"kind": "sft", "task": "t", "train": {"steps": 10, "log_every": 5}}
+  rundir.write_config(tmp_path, recorded)
+  new = {"kind": "sft", "task": "t",
+         "train": {"steps": 10, "log_every": 5, "param_sharding": "replicated"}}
+  assert rundir.HISTORY_KEY not in rundir.check_rerun(tmp_path, new, rundir.SFT_SETTINGS)
+  new["train"]["log_every"] = 2  # a recorded option that changed is still noted
+  out = rundir.check_rerun(tmp_path, new, rundir.SFT_SETTINGS)
+  assert out[rundir.HISTORY_KEY] == [{"event": "rerun", "changed": {"log_every": [5, 2]}}]

@@ -459,8 +459,10 @@ def check_rerun(run_dir: Path | str, new: dict, settings: tuple,
                      f"{way_out}")
   same_anyway = ("run_dir", "steps", "extend_steps", "warmup_steps", "cooldown_begin",
                  "cooldown_end")
-  changed = {k: [recorded.get("train", {}).get(k), v] for k, v in new.get("train", {}).items()
-             if recorded.get("train", {}).get(k) != v and k not in same_anyway}
+  old_train = recorded.get("train", {})
+  # An option the recorded run predates (absent from its config) is not a change.
+  changed = {k: [old_train[k], v] for k, v in new.get("train", {}).items()
+             if k in old_train and old_train[k] != v and k not in same_anyway}
   if changed:
     history.append({"event": "rerun", "changed": changed})
   if history:
