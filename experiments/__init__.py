@@ -23,6 +23,7 @@ REGISTRY = {
   "bound_vs_measured": "experiments.bound_vs_measured",
   "data_temperature": "experiments.data_temperature",
   "transfer_target": "experiments.transfer_target",
+  "lossy_sd": "experiments.lossy_sd",
 }
 
 
