@@ -202,6 +202,28 @@ def endpoint_change(line: list[dict]) -> dict:
   }
 
 
+def matched_latency_difference(line_a: list[dict], line_b: list[dict]) -> list[float]:
+  """BLEU of line ``b`` linearly interpolated at each relative latency of line ``a`` (inside
+  ``b``'s range), minus ``a``'s BLEU there: the vertical gap between two trade-off curves.
+
+  Example:
+    >>> a = [{"bleu": 10.0, "rel_latency": {"value": 1.0}}, {"bleu": 6.0, "rel_latency": {"value": 0.5}}]
+    >>> b = [{"bleu": 9.0, "rel_latency": {"value": 0.9}}, {"bleu": 5.0, "rel_latency": {"value": 0.4}}]
+    >>> [round(x, 6) for x in matched_latency_difference(a, b)]
+    [-0.2]
+  """
+  xb = np.asarray([p["rel_latency"]["value"] for p in line_b], np.float64)
+  yb = np.asarray([p["bleu"] for p in line_b], np.float64)
+  order = np.argsort(xb)
+  xb, yb = xb[order], yb[order]
+  out = []
+  for p in line_a:
+    x = p["rel_latency"]["value"]
+    if xb[0] <= x <= xb[-1]:
+      out.append(float(np.interp(x, xb, yb)) - p["bleu"])
+  return out
+
+
 def paired_differences(points: dict, field: str, pairs: list[tuple[str, str]]) -> dict:
   """``points[b][field] - points[a][field]`` over ``pairs`` of keys (values of estimates):
   mean, its se over the pairs, the count of positive differences.
@@ -426,6 +448,18 @@ def analyse(cfg: Config, comp: dict) -> dict:
     ]
     comps["lenient_minus_target_tau"] = paired_differences(points, "tau", res_pairs)
     comps["lenient_minus_target_bleu"] = paired_differences(points, "bleu", res_pairs)
+  gaps = []
+  for kind, _ in cfg.functions:
+    for r in cfg.residuals:
+      gaps += matched_latency_difference(lines[f"{kind}|raw|{r}"], lines[f"{kind}|distilled|{r}"])
+  g = np.asarray(gaps, np.float64)
+  comps["distilled_minus_raw_bleu_at_matched_latency"] = {
+    "mean": float(g.mean()) if g.size else None,
+    "se": float(g.std(ddof=1) / np.sqrt(g.size)) if g.size > 1 else None,
+    "positive": int((g > 0).sum()),
+    "n": int(g.size),
+    "values": [float(x) for x in g],
+  }
   lossless = [points[point_key(d, None, "target")]["bleu"] for d in DRAFTS]
   noise = lossless + [comp["target_t1"]["bleu"]]
   comps["lossless_bleu_spread"] = {
@@ -534,19 +568,43 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
     )
   # 3. Distilled vs raw draft.
   dt, db = comps["distilled_minus_raw_tau"], comps["distilled_minus_raw_bleu"]
+  dm = comps["distilled_minus_raw_bleu_at_matched_latency"]
   lossless_tau = {d: comp["points"][point_key(d, None, "target")]["tau"] for d in DRAFTS}
   lower = dt["positive"] == dt["n"]
+  lossless_gap = (
+    comp["points"][point_key("distilled", None, "target")]["bleu"]
+    - comp["points"][point_key("raw", None, "target")]["bleu"]
+  )
+  comparable = dm["mean"] is not None and dm["mean"] > -noise
+  matched = (
+    "n/a (the curves do not overlap)"
+    if dm["mean"] is None
+    else f"{dm['mean']:+.2f} +- {dm['se'] or 0:.2f} over {dm['n']} interpolated points"
+    f" ({dm['positive']} higher)"
+  )
   out.append(
     base.finding(
       "Distilled vs raw draft under lenience (D.3.1, Fig. D.22 WMT)",
       PAPER_CLAIMS["distilled_vs_raw"],
       f"lossless tau raw {_e(lossless_tau['raw'])}, distilled {_e(lossless_tau['distilled'])};"
       f" at the same (f, eps, residual) the distilled draft's tau is higher on {dt['positive']}/"
-      f"{dt['n']} points (mean {dt['mean']:+.3f} +- {dt['se'] or 0:.3f}), BLEU distilled - raw"
-      f" mean {db['mean']:+.2f} +- {db['se'] or 0:.2f} ({db['positive']}/{db['n']} higher)",
-      "reproduced in direction" if lower else "not reproduced",
-      "Lower latency overall = higher tau at every setting; the BLEU difference is to be read"
-      f" against the noise ({noise:.2f}); one pair, one distilled draft (GKD preset).",
+      f"{dt['n']} points (mean {dt['mean']:+.3f} +- {dt['se'] or 0:.3f}) and its BLEU differs by"
+      f" {db['mean']:+.2f} +- {db['se'] or 0:.2f}; at MATCHED predicted latency (distilled curve"
+      f" interpolated at the raw points) BLEU distilled - raw {matched}",
+      "reproduced in direction" if lower and comparable else "not reproduced",
+      "The paper's WMT claim is lower latency overall (higher tau at every setting) with a"
+      " comparable curve (matched-latency BLEU gap not below minus the noise"
+      f" {noise:.2f}); at the same eps the distilled draft trades BLEU for latency further along"
+      " the same curve"
+      + (
+        ""
+        if dm["mean"] is None
+        else f"; the matched-latency gap {dm['mean']:+.2f} is read against the lossless BLEU"
+        f" noise (the two lossless points, one law, differ by {lossless_gap:+.2f} distilled -"
+        f" raw); a higher distilled curve (D.20/D.21, XSum/CNNDM) is"
+        f" {'' if dm['mean'] > noise else 'not '}seen"
+      )
+      + "; one pair, one distilled draft (GKD preset).",
     )
   )
   # 4. Temperature.
@@ -564,6 +622,12 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
   # 5. Ours only: the two residuals.
   if "lenient_minus_target_tau" in comps:
     rt, rb = comps["lenient_minus_target_tau"], comps["lenient_minus_target_bleu"]
+    accs = [
+      p["per_token_acceptance"]["value"]
+      for k, p in comp["points"].items()
+      if "lossless" not in k and p.get("per_token_acceptance")
+    ]
+    acc_lo, acc_hi = (min(accs), max(accs)) if accs else (float("nan"), float("nan"))
     out.append(
       base.finding(
         "Residual after a lossy rejection: norm(max(0, f(p,eps)-q)) vs norm(max(0, p-q))",
@@ -572,12 +636,24 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
         f" +- {rt['se'] or 0:.3f} ({rt['positive']}/{rt['n']} higher), BLEU {rb['mean']:+.2f}"
         f" +- {rb['se'] or 0:.2f} ({rb['positive']}/{rb['n']} higher)",
         "consistent",
-        "Ours only: the lenient residual puts mass c f(x) + (1-c) a(x) on the rejected position"
-        " (closer to f than to p), so its outputs drift further from the target; the verdict only"
-        f" records that both run with their exact laws; BLEU noise {noise:.2f}.",
+        "Ours only: after a rejection the lenient residual emits c f(x) + (1-c) a(x) per"
+        " position (c = (1 - beta_f) / (F - beta_f); module doc of dspec_theory.lenience), a law"
+        f" tilted toward f(p, eps) instead of p; lossy per-token acceptance is {acc_lo:.2f}-"
+        f"{acc_hi:.2f}, so residual draws are a minority of the emitted tokens; "
+        + (
+          "the differences are resolved here (|mean| > 2 se)."
+          if _resolved(rt) or _resolved(rb)
+          else "neither the tau nor the BLEU difference is resolved here (|mean| <= 2 se)."
+        )
+        + " Verdict: both run with their exact laws.",
       )
     )
   return out
+
+
+def _resolved(diff: dict) -> bool:
+  """True when a paired mean difference exceeds twice its se."""
+  return diff["se"] is not None and abs(diff["mean"]) > 2 * diff["se"]
 
 
 def _exp_worst(slope: dict) -> bool:

@@ -159,3 +159,18 @@ def test_config_refuses_eps_one_and_bad_residuals():
     lossy_sd.Config(residuals=("printed",))
   with pytest.raises(ValueError, match="unknown lenience function"):
     lossy_sd.Config(functions=(("cube", (0.5,)),))
+
+
+def test_matched_latency_gap_is_zero_on_one_curve_and_the_shift_otherwise():
+  """Two drafts whose points lie on one straight trade-off line (BLEU = 10 + 20 (x - 0.5))
+  have gap 0 wherever they overlap; lifting the distilled line by 1.5 BLEU gives 1.5."""
+
+  def line(xs, lift=0.0):
+    return [{"bleu": 10 + 20 * (x - 0.5) + lift, "rel_latency": {"value": x}} for x in xs]
+
+  raw, dist = line([0.8, 0.6, 0.45, 0.3]), line([0.7, 0.5, 0.35, 0.25])
+  gaps = lossy_sd.matched_latency_difference(raw, dist)
+  assert len(gaps) == 3  # 0.8 lies outside the distilled range [0.25, 0.7]
+  np.testing.assert_allclose(gaps, 0.0, atol=1e-12)
+  lifted = lossy_sd.matched_latency_difference(raw, line([0.7, 0.5, 0.35, 0.25], 1.5))
+  np.testing.assert_allclose(lifted, 1.5, atol=1e-12)
