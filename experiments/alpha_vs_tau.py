@@ -59,10 +59,7 @@ MIN_RESOLVED = 3
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.Config):
-  runs_root: Optional[str] = dataclasses.field(
-    default=None, metadata={"help": "where the shared runs live (default: experiments.pairs)"}
-  )
+class Config(base.RunsConfig):
   agreement_tolerance: float = dataclasses.field(
     default=0.10,
     metadata={"help": "'strong agreement' criterion: mean |relative deviation| at most this"},

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 SCHEMA = "distillspec.experiment/1"
 SCALES = ("tiny", "cpu", "paper")
@@ -48,6 +48,16 @@ class Config:
 
   def __post_init__(self):
     check_scale(self.scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunsConfig(Config):
+  """Base configuration of the trained-model experiments (they share runs: experiments.pairs)."""
+
+  runs_root: Optional[str] = dataclasses.field(
+    default=None,
+    metadata={"help": "where the shared runs live (None: experiments.pairs.runs_root's default)"},
+  )
 
 
 def check_scale(scale: str) -> str:

@@ -49,10 +49,8 @@ TWO_SE = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.Config):
-  runs_root: Optional[str] = dataclasses.field(
-    default=None, metadata={"help": "where the shared runs live (default: experiments.pairs)"}
-  )
+class Config(base.RunsConfig):
+  """Where the shared runs live; the bound and alpha come from the runs' evaluations."""
 
 
 def config(scale: str) -> Config:

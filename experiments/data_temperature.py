@@ -80,10 +80,7 @@ TWO_SE = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.Config):
-  runs_root: Optional[str] = dataclasses.field(
-    default=None, metadata={"help": "where the shared runs live (default: experiments.pairs)"}
-  )
+class Config(base.RunsConfig):
   on_policy_temperatures: tuple = dataclasses.field(
     default=(0.1, 0.5, 1.0),
     metadata={"help": "data temperatures of panel (a), on-policy GKD (0 = greedy data)"},

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -52,10 +52,7 @@ TWO_SE = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.Config):
-  runs_root: Optional[str] = dataclasses.field(
-    default=None, metadata={"help": "where the shared runs live (default: experiments.pairs)"}
-  )
+class Config(base.RunsConfig):
   temperature: float = dataclasses.field(
     default=1.0, metadata={"help": "SD temperature of the headline cell (Figure 2: 1)"}
   )

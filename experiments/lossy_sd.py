@@ -79,10 +79,7 @@ PAPER_CLAIMS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.Config):
-  runs_root: Optional[str] = dataclasses.field(
-    default=None, metadata={"help": "where the shared runs live (None: experiments.pairs' default)"}
-  )
+class Config(base.RunsConfig):
   distilled: str = dataclasses.field(
     default="gkd", metadata={"help": "preset run giving the distilled draft (experiments.pairs)"}
   )

@@ -42,7 +42,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from experiments import base
+from experiments import base, remeasure
 
 NAME = "per_example"
 TITLE = "Per-example tau before vs after distillation, common random numbers"
@@ -58,31 +58,13 @@ PAPER_CLAIMS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.Config):
-  runs_root: Optional[str] = dataclasses.field(
-    default=None, metadata={"help": "where the shared runs live (None: experiments.pairs' default)"}
-  )
-  remeasure_split: str = dataclasses.field(
-    default="test", metadata={"help": "split of the re-measurement inputs (not the runs' own)"}
-  )
-  remeasure_examples: int = dataclasses.field(
-    default=256, metadata={"help": "re-measurement inputs per cell"}
-  )
-  chunk: int = dataclasses.field(default=64, metadata={"help": "rows per batched SD call"})
-  seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed of the re-measurement"})
+class Config(remeasure.RemeasureConfig):
   headline_temperature: float = dataclasses.field(
     default=1.0, metadata={"help": "temperature of the figures and the headline findings"}
   )
   headline_gamma: Optional[int] = dataclasses.field(
     default=None, metadata={"help": "gamma of the figures (None: the largest evaluated)"}
   )
-
-  def __post_init__(self):
-    super().__post_init__()
-    for name in ("remeasure_examples", "chunk"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
 
 
 def config(scale: str) -> Config:
@@ -288,15 +270,7 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
   from experiments.pairs import task_dir
 
   start = time.perf_counter()
-  shared = preset_remeasure(
-    cfg.scale,
-    cfg.runs_root,
-    out_dir,
-    split=cfg.remeasure_split,
-    num_examples=cfg.remeasure_examples,
-    seed=cfg.seed,
-    chunk=cfg.chunk,
-  )
+  shared = preset_remeasure(cfg, out_dir)
   settings = shared["settings"]
   head = _headline(cfg, settings)
   presets = list(shared["runs"])

@@ -42,6 +42,30 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from experiments import base
+
+
+@dataclasses.dataclass(frozen=True)
+class RemeasureConfig(base.RunsConfig):
+  """Base configuration of the experiments that re-measure drafts (common random numbers)."""
+
+  remeasure_split: str = dataclasses.field(
+    default="test", metadata={"help": "split of the re-measurement inputs (not the runs' own)"}
+  )
+  remeasure_examples: int = dataclasses.field(
+    default=256, metadata={"help": "re-measurement inputs per cell"}
+  )
+  chunk: int = dataclasses.field(default=64, metadata={"help": "rows per batched SD call"})
+  seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed of the re-measurement"})
+
+  def __post_init__(self):
+    super().__post_init__()
+    for name in ("remeasure_examples", "chunk"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+
+
 SCHEMA = "distillspec.remeasure/1"
 PER_EXAMPLE_FIELDS = ("length", "target_calls", "accepted", "rejected", "drafted", "tau")
 UNDISTILLED = "undistilled"
@@ -277,19 +301,12 @@ def cell_stats(entry: Mapping[str, Any], temperature: float, gamma: int) -> dict
 
 
 def preset_remeasure(
-  scale: str,
-  configured_root: Optional[str],
-  out_dir: str,
-  *,
-  split: str,
-  num_examples: int,
-  seed: int,
-  chunk: int,
-  progress: bool = False,
+  cfg: RemeasureConfig, out_dir: str, *, progress: bool = False
 ) -> dict[str, Any]:
-  """Table 1's preset runs at ``scale`` (trained or reused) and their drafts re-measured.
+  """Table 1's preset runs at ``cfg.scale`` (trained or reused) and their drafts re-measured.
 
-  The cells are those the runs evaluate themselves on (``PAIR_SCALES[scale]``).
+  The cells are those the runs evaluate themselves on (``PAIR_SCALES[scale]``);
+  inputs, seed and chunking come from ``cfg``'s re-measurement fields.
 
   Returns:
     ``{"pair", "root", "runs" ({preset: run_dir}), "teacher", "drafts", "settings",
@@ -297,20 +314,20 @@ def preset_remeasure(
   """
   from experiments.pairs import PAIR_SCALES, preset_runs, runs_root, task_dir
 
-  pair = PAIR_SCALES[scale]
-  root = runs_root(configured_root, scale, out_dir)
+  pair = PAIR_SCALES[cfg.scale]
+  root = runs_root(cfg.runs_root, cfg.scale, out_dir)
   runs = preset_runs(pair, root, progress=progress)
   from dspec_models.training.rundir import read_config
 
   teacher = read_config(next(iter(runs.values())))["teacher"]["run_dir"]
   drafts = preset_drafts(runs)
   settings = Settings(
-    split=split,
-    num_examples=num_examples,
+    split=cfg.remeasure_split,
+    num_examples=cfg.remeasure_examples,
     gammas=tuple(int(g) for g in pair.gammas),
     temperatures=tuple(float(t) for t in pair.temperatures),
-    seed=seed,
-    chunk=chunk,
+    seed=cfg.seed,
+    chunk=cfg.chunk,
   )
   measured = remeasure(
     teacher, drafts, settings, task_dir(root, pair) / "remeasure", progress=progress

@@ -44,11 +44,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from experiments import base, paper_tables
+from experiments import base, paper_tables, remeasure
 
 NAME = "speedup_table"
 TITLE = "tau and speedup with and without DistillSpec, best recipe per cell (En-De for WMT)"
@@ -62,18 +62,7 @@ OTHER_DATASETS = ("XSum", "CNNDM", "GSM8K", "LM1B")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.Config):
-  runs_root: Optional[str] = dataclasses.field(
-    default=None, metadata={"help": "where the shared runs live (None: experiments.pairs' default)"}
-  )
-  remeasure_split: str = dataclasses.field(
-    default="test", metadata={"help": "split of the re-measurement inputs (not the runs' own)"}
-  )
-  remeasure_examples: int = dataclasses.field(
-    default=256, metadata={"help": "re-measurement inputs per cell"}
-  )
-  chunk: int = dataclasses.field(default=64, metadata={"help": "rows per batched SD call"})
-  seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed of the re-measurement"})
+class Config(remeasure.RemeasureConfig):
   timing_examples: int = dataclasses.field(
     default=16, metadata={"help": "inputs timed at batch 1 (SD and autoregressive) per cell"}
   )
@@ -85,7 +74,7 @@ class Config(base.Config):
 
   def __post_init__(self):
     super().__post_init__()
-    for name in ("remeasure_examples", "chunk", "timing_examples", "repeats", "latency_repeats"):
+    for name in ("timing_examples", "repeats", "latency_repeats"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1; got {value!r}")
@@ -657,15 +646,7 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
   from experiments.remeasure import preset_remeasure
 
   start = time.perf_counter()
-  shared = preset_remeasure(
-    cfg.scale,
-    cfg.runs_root,
-    out_dir,
-    split=cfg.remeasure_split,
-    num_examples=cfg.remeasure_examples,
-    seed=cfg.seed,
-    chunk=cfg.chunk,
-  )
+  shared = preset_remeasure(cfg, out_dir)
   rows = _table(shared, cfg)
   timing = _timing(shared, cfg, {r["key"]: r["best"] for r in rows}, out_dir)
   _speedups(rows, timing)

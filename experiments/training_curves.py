@@ -58,10 +58,7 @@ TWO_SE = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.Config):
-  runs_root: Optional[str] = dataclasses.field(
-    default=None, metadata={"help": "where the shared runs live (default: experiments.pairs)"}
-  )
+class Config(base.RunsConfig):
   temperature: float = dataclasses.field(
     default=1.0, metadata={"help": "SD temperature of the curves (Figure 3a: 1)"}
   )

@@ -40,7 +40,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from experiments import base
+from experiments import base, remeasure
 
 NAME = "transfer_target"
 TITLE = "Draft distilled against one target, used with a larger target"
@@ -56,29 +56,14 @@ SMALL, LARGE = "target", "target_large"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(base.Config):
-  runs_root: Optional[str] = dataclasses.field(
-    default=None, metadata={"help": "where the shared runs live (None: experiments.pairs' default)"}
-  )
+class Config(remeasure.RemeasureConfig):
   drafts: tuple = dataclasses.field(
     default=("gkd", "fdistill"),
     metadata={"help": "Table 1 presets whose drafts (distilled against the small target) are used"},
   )
-  remeasure_split: str = dataclasses.field(
-    default="test", metadata={"help": "split of the measurement inputs (not the runs' own)"}
-  )
-  remeasure_examples: int = dataclasses.field(
-    default=256, metadata={"help": "measurement inputs per cell"}
-  )
-  chunk: int = dataclasses.field(default=64, metadata={"help": "rows per batched SD call"})
-  seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed of the measurement"})
 
   def __post_init__(self):
     super().__post_init__()
-    for name in ("remeasure_examples", "chunk"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
     from experiments.pairs import PRESETS
 
     if not self.drafts or any(d not in PRESETS for d in self.drafts):
