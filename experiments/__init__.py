@@ -13,17 +13,17 @@ from types import ModuleType
 
 # name -> module, in report order.
 REGISTRY = {
-  "paper_consistency": "experiments.paper_consistency",
-  "markov_recipes": "experiments.markov_recipes",
   "speedup_table": "experiments.speedup_table",
-  "per_example": "experiments.per_example",
   "kd_algorithms": "experiments.kd_algorithms",
   "training_curves": "experiments.training_curves",
+  "per_example": "experiments.per_example",
   "alpha_vs_tau": "experiments.alpha_vs_tau",
-  "bound_vs_measured": "experiments.bound_vs_measured",
   "data_temperature": "experiments.data_temperature",
-  "transfer_target": "experiments.transfer_target",
   "lossy_sd": "experiments.lossy_sd",
+  "transfer_target": "experiments.transfer_target",
+  "bound_vs_measured": "experiments.bound_vs_measured",
+  "markov_recipes": "experiments.markov_recipes",
+  "paper_consistency": "experiments.paper_consistency",
 }
 
 

@@ -88,12 +88,15 @@ class PairScale:
   length_samples: int = dataclasses.field(
     default=2, metadata={"help": "teacher samples per input for L_p(x) and Eq. 3"}
   )
+  large_target_model: Optional[str] = dataclasses.field(
+    default=None, metadata={"help": "config of the larger target (None: target_model)"}
+  )
   large_target_overrides: tuple = dataclasses.field(
     default=(("num_layers", 4), ("num_encoder_layers", 4), ("d_ff", 1024)),
     metadata={"help": "ModelConfig overrides (after model_overrides) of the larger target"},
   )
   large_target_steps: int = dataclasses.field(
-    default=400, metadata={"help": "SFT steps, larger target (Figure D.1's T5-XXL role)"}
+    default=1500, metadata={"help": "SFT steps, larger target (Figure D.1's T5-XXL role)"}
   )
 
   def __post_init__(self):
@@ -139,6 +142,8 @@ PAIR_SCALES: dict[str, PairScale] = {
     task="dspec_translate_en_de",
     target_model="t5_xl",
     draft_model="t5_small",
+    large_target_model="t5_xxl",
+    large_target_overrides=(),
     target_steps=300_000,
     draft_steps=300_000,
     distill_steps=300_000,
@@ -231,8 +236,10 @@ def pair_runs(pair: PairScale, root: Path, *, progress: bool = False) -> tuple[P
 def larger_target_run(pair: PairScale, root: Path, *, progress: bool = False) -> Path:
   """``<task dir>/target_large``: a larger target of the same task and vocabulary, or reused.
 
-  The target's config with ``model_overrides`` then ``large_target_overrides``,
-  ``large_target_steps`` SFT steps, seed 0 (Figure D.1's larger T5-XXL target).
+  ``large_target_model`` (default: the target's config) with ``model_overrides``
+  then ``large_target_overrides``, ``large_target_steps`` SFT steps (as many as
+  the target's at ``cpu`` scale, so it is larger *and* better), seed 0
+  (Figure D.1's larger T5-XXL target).
   """
   from dspec_models.options import SFTOptions
   from dspec_models.training.sft import train_sft
@@ -243,7 +250,7 @@ def larger_target_run(pair: PairScale, root: Path, *, progress: bool = False) ->
   kwargs = dict(
     run_dir=str(run_dir),
     task=pair.task,
-    model=pair.target_model,
+    model=pair.large_target_model or pair.target_model,
     steps=pair.large_target_steps,
     seed=0,
     model_overrides=tuple(overrides.items()),
