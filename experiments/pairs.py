@@ -195,42 +195,61 @@ def _finished(run_dir: Path, steps: int) -> bool:
   return int(summary.get("step", summary.get("steps", -1))) >= steps
 
 
+def _sft_run(
+  pair: PairScale,
+  run_dir: Path,
+  *,
+  model: str,
+  steps: int,
+  seed: int,
+  model_overrides: tuple,
+  progress: bool,
+) -> Path:
+  """One SFT run of ``pair``'s task at ``run_dir``: trained with ``dspec train``'s code, or reused."""
+  from dspec_models.options import SFTOptions
+  from dspec_models.training.sft import train_sft
+
+  kwargs = dict(
+    run_dir=str(run_dir),
+    task=pair.task,
+    model=model,
+    steps=steps,
+    seed=seed,
+    model_overrides=tuple(model_overrides),
+    train_limit=pair.train_limit,
+    evaluate=pair.sft_evaluate,
+    progress=progress,
+  )
+  if pair.sft_batch_size is not None:
+    kwargs["batch_size"] = pair.sft_batch_size
+  if not pair.sft_evaluate:
+    kwargs.update(score_examples=0, eval_examples=16)
+  with _locked(run_dir):
+    if not _finished(run_dir, steps):
+      train_sft(SFTOptions(**kwargs))
+  return run_dir
+
+
 def pair_runs(pair: PairScale, root: Path, *, progress: bool = False) -> tuple[Path, Path]:
   """``(target_run, draft_run)``: trained with ``dspec train``'s code, or reused.
 
   At ``tiny`` scale target and draft share one architecture, so the draft
   gets its own seed (``draft_seed``) and far fewer steps.
   """
-  from dspec_models.options import SFTOptions
-  from dspec_models.training.sft import train_sft
-
   base = task_dir(root, pair)
-  runs = {}
-  for role, model, steps, seed in (
-    ("target", pair.target_model, pair.target_steps, 0),
-    ("draft", pair.draft_model, pair.draft_steps, pair.draft_seed),
-  ):
-    run_dir = base / role
-    kwargs = dict(
-      run_dir=str(run_dir),
-      task=pair.task,
-      model=model,
-      steps=steps,
-      seed=seed,
-      model_overrides=tuple(pair.model_overrides),
-      train_limit=pair.train_limit,
-      evaluate=pair.sft_evaluate,
-      progress=progress,
-    )
-    if pair.sft_batch_size is not None:
-      kwargs["batch_size"] = pair.sft_batch_size
-    if not pair.sft_evaluate:
-      kwargs.update(score_examples=0, eval_examples=16)
-    with _locked(run_dir):
-      if not _finished(run_dir, steps):
-        train_sft(SFTOptions(**kwargs))
-    runs[role] = run_dir
-  return runs["target"], runs["draft"]
+  common = dict(model_overrides=pair.model_overrides, progress=progress)
+  target = _sft_run(
+    pair, base / "target", model=pair.target_model, steps=pair.target_steps, seed=0, **common
+  )
+  draft = _sft_run(
+    pair,
+    base / "draft",
+    model=pair.draft_model,
+    steps=pair.draft_steps,
+    seed=pair.draft_seed,
+    **common,
+  )
+  return target, draft
 
 
 def larger_target_run(pair: PairScale, root: Path, *, progress: bool = False) -> Path:
@@ -241,31 +260,17 @@ def larger_target_run(pair: PairScale, root: Path, *, progress: bool = False) ->
   the target's at ``cpu`` scale, so it is larger *and* better), seed 0
   (Figure D.1's larger T5-XXL target).
   """
-  from dspec_models.options import SFTOptions
-  from dspec_models.training.sft import train_sft
-
-  run_dir = task_dir(root, pair) / "target_large"
   overrides = dict(pair.model_overrides)
   overrides.update(dict(pair.large_target_overrides))
-  kwargs = dict(
-    run_dir=str(run_dir),
-    task=pair.task,
+  return _sft_run(
+    pair,
+    task_dir(root, pair) / "target_large",
     model=pair.large_target_model or pair.target_model,
     steps=pair.large_target_steps,
     seed=0,
     model_overrides=tuple(overrides.items()),
-    train_limit=pair.train_limit,
-    evaluate=pair.sft_evaluate,
     progress=progress,
   )
-  if pair.sft_batch_size is not None:
-    kwargs["batch_size"] = pair.sft_batch_size
-  if not pair.sft_evaluate:
-    kwargs.update(score_examples=0, eval_examples=16)
-  with _locked(run_dir):
-    if not _finished(run_dir, pair.large_target_steps):
-      train_sft(SFTOptions(**kwargs))
-  return run_dir
 
 
 def distill_run(

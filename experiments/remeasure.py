@@ -65,6 +65,17 @@ class RemeasureConfig(base.RunsConfig):
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an int >= 1; got {value!r}")
 
+  def settings(self, pair: Any) -> "Settings":
+    """The re-measurement :class:`Settings`: these fields, on the cells ``pair`` evaluates."""
+    return Settings(
+      split=self.remeasure_split,
+      num_examples=self.remeasure_examples,
+      gammas=tuple(int(g) for g in pair.gammas),
+      temperatures=tuple(float(t) for t in pair.temperatures),
+      seed=self.seed,
+      chunk=self.chunk,
+    )
+
 
 SCHEMA = "distillspec.remeasure/1"
 PER_EXAMPLE_FIELDS = ("length", "target_calls", "accepted", "rejected", "drafted", "tau")
@@ -321,14 +332,7 @@ def preset_remeasure(
 
   teacher = read_config(next(iter(runs.values())))["teacher"]["run_dir"]
   drafts = preset_drafts(runs)
-  settings = Settings(
-    split=cfg.remeasure_split,
-    num_examples=cfg.remeasure_examples,
-    gammas=tuple(int(g) for g in pair.gammas),
-    temperatures=tuple(float(t) for t in pair.temperatures),
-    seed=cfg.seed,
-    chunk=cfg.chunk,
-  )
+  settings = cfg.settings(pair)
   measured = remeasure(
     teacher, drafts, settings, task_dir(root, pair) / "remeasure", progress=progress
   )

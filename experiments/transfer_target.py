@@ -284,7 +284,6 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
   )
   from experiments.remeasure import (
     UNDISTILLED,
-    Settings,
     cell_stats,
     per_example_tau,
     preset_drafts,
@@ -301,14 +300,7 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
     raise ValueError(f"the larger target {large} has another vocabulary than {target}")
   all_drafts = preset_drafts(runs)
   drafts = {UNDISTILLED: all_drafts[UNDISTILLED], **{d: all_drafts[d] for d in cfg.drafts}}
-  settings = Settings(
-    split=cfg.remeasure_split,
-    num_examples=cfg.remeasure_examples,
-    gammas=tuple(int(g) for g in pair.gammas),
-    temperatures=tuple(float(t) for t in pair.temperatures),
-    seed=cfg.seed,
-    chunk=cfg.chunk,
-  )
+  settings = cfg.settings(pair)
   cache = task_dir(root, pair) / "remeasure"
   measured = {
     SMALL: remeasure(target, drafts, settings, cache),
