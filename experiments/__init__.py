@@ -20,6 +20,7 @@ REGISTRY = {
   "alpha_vs_tau": "experiments.alpha_vs_tau",
   "data_temperature": "experiments.data_temperature",
   "lossy_sd": "experiments.lossy_sd",
+  "model_garden": "experiments.model_garden",
   "transfer_target": "experiments.transfer_target",
   "bound_vs_measured": "experiments.bound_vs_measured",
   "markov_recipes": "experiments.markov_recipes",
