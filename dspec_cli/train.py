@@ -7,7 +7,11 @@
 
 ``--model`` is ``target`` / ``draft`` (the tiny CPU model of the task's family:
 T5 for tasks with inputs, decoder-only for language modelling) or any config
-name of ``dspec_models.configs``.  The vocabulary size of the model is the
+name of ``dspec_models.configs``, or a pretrained checkpoint (``smollm2-135m``,
+a ``.gguf`` file, a Hugging Face folder) to continue training it on the task's
+reference outputs in its chat template (``--out`` required; the model is written
+to ``--out``/model/ in the Hugging Face layout; flags: --task --steps
+--batch-size --lr --seed).  The vocabulary size of the model is the
 task's SentencePiece vocabulary (``--vocab-size``).  Re-running the same
 command on the same ``--out`` resumes from its latest checkpoint.
 
@@ -51,7 +55,8 @@ def add_parser(subparsers) -> None:
   p.add_argument("--task", default=None,
                  help="task name (default dspec_translate_en_de); see dspec_models.data.TASK_NAMES")
   p.add_argument("--model", default="target",
-                 help="'target', 'draft' or a config name such as tiny_t5_target, t5_small")
+                 help="'target', 'draft', a config name such as tiny_t5_target, t5_small, or a "
+                      "pretrained checkpoint to continue training (smollm2-135m, .gguf, HF folder)")
   p.add_argument("--out", default=None, help="run directory (default runs/<task>/<model>)")
   from dspec_models.options import SFTOptions
 
@@ -71,7 +76,12 @@ def run(args) -> int:
   from dspec_models.training.sft import train_sft
 
   from dspec_cli.main import run_dir_overrides
+  from dspec_models.pretrained import is_pretrained_path
 
+  if is_pretrained_path(args.model):   # continued training of a checkpoint with its tokenizer
+    from dspec_models.pretrained.distill import finetune_from_cli
+
+    return finetune_from_cli(args)
   task = args.task or defaults.DEFAULT_TASK
   model_name = defaults.resolve_model_name(task, args.model)
   out = args.out or f"runs/{task}/{args.model}"

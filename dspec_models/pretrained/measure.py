@@ -120,13 +120,19 @@ def render_chat(tokenizer: PretrainedTokenizer, user: str) -> str:
       bos_token=bos, eos_token=eos)
 
 
-def instruction_prompts(task: str, split: str, num_examples: int, config: Any,
-                        tokenizer: PretrainedTokenizer, *, max_input_len: int,
-                        lm_prompt_len: int = 8) -> np.ndarray:
-  """``int32 [N, Lin]`` prompts (``config.pad_id``-padded) from ``task``'s ``split`` (module doc).
+def prompt_pairs(task: str, split: str, config: Any, tokenizer: PretrainedTokenizer, *,
+                 max_input_len: int, lm_prompt_len: int = 8):
+  """Yields ``(prompt_ids, reference_ids)`` of ``task``'s ``split`` in split order (module doc).
+
+  ``prompt_ids``: the chat-template prompt without its leading BOS, or the
+  first ``lm_prompt_len`` tokens of a sentence (``dspec_lm_ptb``);
+  ``reference_ids``: the task's target text (for ``dspec_lm_ptb`` the rest
+  of the sentence after the prompt) followed by ``config.eos_id``.  Examples
+  whose prompt is empty or longer than ``max_input_len`` are skipped, so
+  prompts and references stay aligned.
 
   Raises:
-    ValueError: naming the task/split/sizes, or when fewer than ``num_examples`` fit.
+    ValueError: naming the task or split.
   """
   from dspec_models.data import task_spec
 
@@ -135,17 +141,31 @@ def instruction_prompts(task: str, split: str, num_examples: int, config: Any,
     raise ValueError(f"split must be train, validation or test; got {split!r}")
   if not spec.available():
     raise ValueError(f"task {task!r} data is not installed (make setup)")
-  rows = []
   for example in spec.examples(split):
     if task in _INSTRUCTIONS:
-      text = render_chat(tokenizer, _INSTRUCTIONS[task].format(example["inputs"]))
-      ids = encode(tokenizer, text)
+      ids = encode(tokenizer, render_chat(tokenizer, _INSTRUCTIONS[task].format(example["inputs"])))
       if ids and ids[0] == config.bos_id:
         ids = ids[1:]
+      reference = encode(tokenizer, example["targets"])
     else:
-      ids = encode(tokenizer, example["targets"])[:lm_prompt_len]
+      sentence = encode(tokenizer, example["targets"])
+      ids, reference = sentence[:lm_prompt_len], sentence[lm_prompt_len:]
     if 0 < len(ids) <= max_input_len:
-      rows.append(ids)
+      yield ids, reference + [config.eos_id]
+
+
+def instruction_prompts(task: str, split: str, num_examples: int, config: Any,
+                        tokenizer: PretrainedTokenizer, *, max_input_len: int,
+                        lm_prompt_len: int = 8) -> np.ndarray:
+  """``int32 [N, Lin]`` prompts (``config.pad_id``-padded) from ``task``'s ``split`` (module doc).
+
+  Raises:
+    ValueError: naming the task/split/sizes, or when fewer than ``num_examples`` fit.
+  """
+  rows = []
+  for ids, _ in prompt_pairs(task, split, config, tokenizer, max_input_len=max_input_len,
+                             lm_prompt_len=lm_prompt_len):
+    rows.append(ids)
     if len(rows) == num_examples:
       break
   if len(rows) < num_examples:
