@@ -126,6 +126,8 @@ def _fake_comp(quality: dict, taus: dict, temps=(0.0, 1.0)) -> dict:
           "mean_length": 8.0,
           "rows_equal_to_greedy_target": 24 if t == 0 else None,
         }
+  # Verification of gamma + 1 positions of L, in L decoding steps (timing with the S draft).
+  done[f"latency|{mg.S}"] = {"c": 0.1, "verify_over_step": {"3": 2.0, "5": 2.5}}
   return {
     "done": done,
     "costs": COSTS,
@@ -176,6 +178,16 @@ def test_cost_accounting_of_every_point_by_hand():
     # Quality: SD points carry their target's BLEU; raw/distilled their own.
     assert pts["SD(L, S)"]["bleu"]["value"] == pytest.approx(pts["L"]["bleu"]["value"])
     assert pts["S<L"]["bleu"]["value"] > pts["S"]["bleu"]["value"]
+    # DistillSpec vs Speculative of the same sizes: latency ratio and paired BLEU difference.
+    pair = an[tk]["distillspec_vs_speculative"]["SD(L, S<L) vs SD(L, S)"]
+    assert pair["latency_ratio"] == pytest.approx((1.3 / 3.0) / (1.3 / 2.2))
+    assert pair["bleu"]["value"] == 0.0
+    pair = an[tk]["distillspec_vs_speculative"]["SD(M<L, S<M<L) vs SD(M, S)"]
+    assert pair["bleu"]["value"] > 0  # M<L (14 exact) over M (12 exact)
+    # With L's measured verification cost (2 steps at gamma 3) instead of one step.
+    mv = pts["SD(L, S)"]["latency_measured_verification"]
+    assert mv["value"] == pytest.approx((3 * 0.1 + 2.0) / 2.2)
+    assert "latency_measured_verification" not in pts["SD(M, S)"]  # timed with target L only
 
 
 def test_verdicts_when_distillspec_wins():
@@ -207,6 +219,8 @@ def test_verdicts_when_distillspec_wins():
   assert v["SD with a draft almost as costly as the target"] == "reproduced in direction"
   # M<L equals L in quality: no teacher gap at T=1.
   assert v["T=1"] == "not reproduced"
+  # SD(L, S) costs (0.3 + 2) / 2.2 > 1 L step with the measured verification.
+  assert v["The latency model's verification cost (ours)"] == "inconsistent"
 
 
 def test_verdicts_when_distillspec_loses():
