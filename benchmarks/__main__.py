@@ -9,9 +9,13 @@
    student-sampling tokens/s.
 4. :mod:`benchmarks.bench_objectives`: loss+gradient time of each distillation
    objective relative to FKL on the same batch.
+5. :mod:`benchmarks.bench_decode`: the decode step of SmolLM2-135M and the
+   234M ``lm_target`` (float32, bfloat16) against the memory-bandwidth limit,
+   the (gamma+1)-token verification cost, and the engine's overhead per SD
+   block and per autoregressive token.
 """
 
-from benchmarks import bench_distill, bench_objectives, bench_sd_engine, bench_theory
+from benchmarks import bench_decode, bench_distill, bench_objectives, bench_sd_engine, bench_theory
 
 if __name__ == "__main__":
   bench_theory.main([])
@@ -21,3 +25,5 @@ if __name__ == "__main__":
   bench_distill.main([])
   print()
   bench_objectives.main([])
+  print()
+  bench_decode.main([])

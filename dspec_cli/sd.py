@@ -5,6 +5,8 @@
   dspec sd --target RUN --draft RUN --lenience sq:0.5 --temperatures 1 --out results/sd/lossy
   dspec sd --target RUN --draft RUN --lenience sq:0.5 --temperatures 1 --residual lenient
   dspec sd --target RUN --draft RUN --verification token,block
+  dspec sd --target smollm2-135m --draft DRAFT --dtype bfloat16
+  dspec sd --target RUN --draft RUN --param-sharding fsdp
 
 For every block size gamma and temperature T (batch size 1, the first N
 examples of the task's held-out split; paper section 5.1, Appendix C.4):
@@ -66,6 +68,13 @@ def add_parser(subparsers) -> None:
   p.add_argument("--latency-repeats", type=int, default=9,
                  help="repeats of the forward-pass timings behind c (default 9)")
   p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+  p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                 help="weights and compute dtype of both models (default: as loaded, float32);"
+                      " softmaxes, norms and logits stay float32")
+  p.add_argument("--param-sharding", default=None, choices=("replicated", "fsdp"),
+                 help="place both models' parameters over all devices: replicated, or fsdp"
+                      " (each array split over the devices; for models larger than one device)."
+                      " Default: one device")
   p.add_argument("--target-step", type=int, default=None, help="target checkpoint step (default latest)")
   p.add_argument("--draft-step", type=int, default=None, help="draft checkpoint step (default latest)")
   p.add_argument("--lm-prompt-len", type=int, default=8,
@@ -111,7 +120,8 @@ def run(args) -> int:
         gammas=args.gammas, temperatures=args.temperatures, lenience=args.lenience,
         verification=verification, residual=args.residual, num_examples=args.num_examples,
         timing_examples=args.timing_examples, repeats=args.repeats,
-        latency_repeats=args.latency_repeats, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        latency_repeats=args.latency_repeats, max_new_tokens=args.max_new_tokens, seed=args.seed,
+        dtype=args.dtype, param_sharding=args.param_sharding)
     # Fail fast on bad gammas/temperatures/lenience/verification, before any model is loaded
     # (max_new_tokens may still be None: the target run's max_target_len).
     dataclasses.replace(options, max_new_tokens=args.max_new_tokens or 1).validated()

@@ -65,6 +65,11 @@ class MeasureOptions:
       run's ``max_target_len`` in :func:`dspec_models.measure.run.measure_runs`;
       required by :func:`~dspec_models.measure.run.measure_sd`).
     seed: PRNG seed; example ``i`` uses ``fold_in(PRNGKey(seed), i)``.
+    dtype: None (the models as loaded) or ``"float32"`` / ``"bfloat16"``:
+      weights and compute cast to it before measuring
+      (:func:`dspec_models.measure.pairs.prepare_model`).
+    param_sharding: None (one device) or ``"replicated"`` / ``"fsdp"``: both
+      models' parameters placed over all devices (``--param-sharding``).
   """
 
   gammas: tuple[int, ...] = PAPER_GAMMAS
@@ -78,6 +83,8 @@ class MeasureOptions:
   latency_repeats: int = 9
   max_new_tokens: Optional[int] = None
   seed: int = 0
+  dtype: Optional[str] = None
+  param_sharding: Optional[str] = None
 
   def validated(self) -> "MeasureOptions":
     """A normalised copy (tuples, lenience as ``name:eps`` text); ValueError on bad input."""
@@ -104,6 +111,10 @@ class MeasureOptions:
     for name, low in (("num_examples", 1), ("repeats", 1), ("latency_repeats", 1),
                       ("max_new_tokens", 1), ("seed", 0)):
       v.check_int(name, getattr(self, name), low)
+    from dspec_models.measure.pairs import check_model_dtype, check_param_sharding
+
+    check_model_dtype(self.dtype)
+    check_param_sharding(self.param_sharding)
     timing = v.check_int("timing_examples", self.timing_examples, 0, optional=True)
     if timing is None:
       timing = self.num_examples
@@ -129,4 +140,7 @@ class MeasureOptions:
       del d["verification"]  # the default: reports written before the option still resume
     if d["residual"] == "target":
       del d["residual"]  # likewise
+    for key in ("dtype", "param_sharding"):
+      if d[key] is None:
+        del d[key]  # likewise
     return d

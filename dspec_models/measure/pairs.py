@@ -11,6 +11,11 @@ reported before any checkpoint is restored:
 * same vocabulary: the same size and SentencePiece model (SHA-256) -- a
   draft whose token ids mean other pieces cannot be verified by the target;
 * same model family (the engine feeds both models the same ``inputs``).
+
+:func:`prepare_model` applies the measurement's ``dtype`` (``--dtype``) and
+parameter placement (``--param-sharding``) to a loaded ``(config, params)``
+pair; :func:`load_pair` restores a run's checkpoint straight into that
+placement (no full copy on one device first).
 """
 
 from __future__ import annotations
@@ -19,6 +24,80 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 from dspec_models.configs import ModelConfig
+
+MODEL_DTYPES = ("float32", "bfloat16")
+PARAM_SHARDINGS = ("replicated", "fsdp")
+
+
+def check_model_dtype(dtype: Any) -> Optional[str]:
+  """``dtype`` if None or one of :data:`MODEL_DTYPES`; else a one-line ValueError."""
+  if dtype is not None and dtype not in MODEL_DTYPES:
+    raise ValueError(f"dtype must be one of {MODEL_DTYPES}; got {dtype!r}")
+  return dtype
+
+
+def check_param_sharding(param_sharding: Any) -> Optional[str]:
+  """``param_sharding`` if None or one of :data:`PARAM_SHARDINGS`; else a one-line ValueError."""
+  if param_sharding is not None and param_sharding not in PARAM_SHARDINGS:
+    raise ValueError(f"param_sharding must be one of {PARAM_SHARDINGS}; got {param_sharding!r}")
+  return param_sharding
+
+
+def _placement(param_sharding: Optional[str]):
+  """abstract params -> shardings over all devices (``'data'`` mesh), or None."""
+  if param_sharding is None:
+    return None
+  import functools
+
+  from dspec_models.training import parallel
+
+  return functools.partial(parallel.param_shardings, mesh=parallel.data_mesh(),
+                           param_sharding=param_sharding)
+
+
+def prepare_model(model: tuple[ModelConfig, Any], *, dtype: Optional[str] = None,
+                  param_sharding: Optional[str] = None) -> tuple[ModelConfig, Any]:
+  """``model`` in ``dtype`` weights and compute, its parameters placed by ``param_sharding``.
+
+  * ``dtype`` (None: unchanged): ``"float32"`` or ``"bfloat16"`` parameters
+    (floating leaves cast, round to nearest) and the same compute dtype
+    (``config.param_dtype = config.dtype = dtype``); softmaxes, norms and the
+    returned logits stay float32 (:mod:`dspec_models.layers`).
+  * ``param_sharding`` (None: left where they are): over a 1-D ``'data'``
+    mesh of all devices, ``"replicated"`` (every device holds every array) or
+    ``"fsdp"`` (each array split along the largest dimension the device count
+    divides, :func:`dspec_models.training.parallel.fsdp_spec`).  ``jax.jit``
+    partitions the decoding loop accordingly (all-gathers before use); outputs
+    equal the one-device ones up to float reduction order.
+
+  >>> from dspec_models import configs, lm
+  >>> import jax
+  >>> cfg = configs.get_config("tiny_lm_draft", vocab_size=64)
+  >>> cfg16, p16 = prepare_model((cfg, lm.init_params(cfg, jax.random.PRNGKey(0))),
+  ...                            dtype="bfloat16")
+  >>> cfg16.dtype, cfg16.param_dtype, str(jax.tree_util.tree_leaves(p16)[0].dtype)
+  ('bfloat16', 'bfloat16', 'bfloat16')
+
+  Raises:
+    ValueError: naming ``dtype`` or ``param_sharding`` when not one of the choices.
+  """
+  import dataclasses
+
+  import jax
+  import jax.numpy as jnp
+
+  check_model_dtype(dtype)
+  check_param_sharding(param_sharding)
+  config, params = model
+  if dtype is not None and (config.dtype, config.param_dtype) != (dtype, dtype):
+    config = dataclasses.replace(config, dtype=dtype, param_dtype=dtype)
+    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    params = jax.tree_util.tree_map(cast, params)
+  if param_sharding is not None:
+    from dspec_models.training import parallel
+
+    params = parallel.place_params(params, parallel.data_mesh(), param_sharding)
+  return config, params
 
 
 class ModelPair(NamedTuple):
@@ -105,19 +184,25 @@ def _info(config: ModelConfig, params: Any, extra: dict) -> dict:
 
 
 def load_pair(target_run: Any, draft_run: Any, *, task: Optional[str] = None,
-              target_step: Optional[int] = None, draft_step: Optional[int] = None) -> ModelPair:
+              target_step: Optional[int] = None, draft_step: Optional[int] = None,
+              param_sharding: Optional[str] = None) -> ModelPair:
   """Checks (:func:`check_pair_configs`) and loads the two trained models.
+
+  ``param_sharding`` (None: the default device; ``"replicated"`` or ``"fsdp"``
+  over all devices, see :func:`prepare_model`) places the parameters as they
+  are restored.
 
   Raises:
     ValueError: naming ``target``/``draft``/``task``/``step`` (see module doc).
   """
   from dspec_models.training.rundir import load_model
 
+  check_param_sharding(param_sharding)
   target_cfg, _ = check_pair_configs(target_run, draft_run, task)
   loaded = {}
   for role, run, step in (("target", target_run, target_step), ("draft", draft_run, draft_step)):
     try:
-      loaded[role] = load_model(run, step)
+      loaded[role] = load_model(run, step, placement=_placement(param_sharding))
     except ValueError as err:
       raise ValueError(f"{role}: {err}") from None
   (t_conf, t_params, t_extra), (d_conf, d_params, d_extra) = loaded["target"], loaded["draft"]

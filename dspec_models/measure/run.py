@@ -87,6 +87,10 @@ def measure_sd(target: Any, draft: Any, inputs: Optional[np.ndarray], *,
   from tqdm import tqdm
 
   options = options.validated()
+  from dspec_models.measure.pairs import prepare_model
+
+  target, draft = (prepare_model(m, dtype=options.dtype, param_sharding=options.param_sharding)
+                   for m in (target, draft))
   t_cfg, d_cfg = target[0], draft[0]
   if t_cfg.vocab_size != d_cfg.vocab_size:
     raise ValueError(f"vocabulary mismatch: target vocab_size {t_cfg.vocab_size} vs draft "
@@ -224,7 +228,7 @@ def measure_runs(target_run: Any, draft_run: Any, *, options: MeasureOptions,
   options = options.validated()
   v.check_split(split)
   pair = load_pair(target_run, draft_run, task=task, target_step=target_step,
-                   draft_step=draft_step)
+                   draft_step=draft_step, param_sharding=options.param_sharding)
   held = heldout_examples(task, split, options.num_examples, max_input_len=pair.max_input_len,
                           max_target_len=pair.max_target_len, vocab=pair.vocab,
                           lm_prompt_len=lm_prompt_len)

@@ -17,6 +17,13 @@ median of the per-repeat estimates is reported with its spread.
 :func:`model_latency` interleaves the target step, the draft step and the
 verification calls within every repeat, so load changes on a shared machine
 hit all of them alike.
+
+:func:`engine_iteration_seconds` times the engine itself (a whole
+``speculative_generate`` / ``autoregressive_generate`` call) the same way:
+two generation lengths, the difference of their times over the difference of
+their loop iterations, so the per-iteration cost (one SD block or one
+autoregressive token) is what remains once prefill and dispatch cancel.
+:class:`CallTimer` is the paired call timer behind :func:`decode_call_seconds`.
 """
 
 from __future__ import annotations
@@ -73,8 +80,11 @@ def _decode_loop(params, inputs, num_calls, *, config: ModelConfig, k: int, cach
   return jax.lax.fori_loop(0, num_calls, body, (state, token))[1]
 
 
-class _CallTimer:
-  """Paired ``n1 = span`` / ``n2 = 4 span`` call loops of one (model, k); see module doc."""
+class CallTimer:
+  """Paired ``n1 = span`` / ``n2 = 4 span`` call loops of one (model, k); see module doc.
+
+  ``sample()`` adds one per-call estimate (``estimates``), ``result()`` their median.
+  """
 
   def __init__(self, config: ModelConfig, params: Any, inputs: Any, *, k: int, cache_len: int,
                span: int):
@@ -110,6 +120,45 @@ class _CallTimer:
     return {"seconds": seconds, "spread": spread(self.estimates), "calls": [self.n1, self.n2]}
 
 
+def engine_iteration_seconds(run: Callable[[int], Any], lengths: Sequence[int],
+                             repeats: int) -> dict:
+  """Seconds per engine loop iteration: ``(t(n2) - t(n1)) / (it(n2) - it(n1))`` per repeat.
+
+  Args:
+    run: ``max_new_tokens -> GenerationResult`` (one warm jitted engine call;
+      each length compiles once, untimed).
+    lengths: ``(n1, n2)``, ``n1 < n2``: the two ``max_new_tokens``.
+    repeats: paired timings (the two lengths alternate); the median is reported.
+
+  Returns:
+    ``{"seconds": median, "estimates": per repeat, "iterations": [it(n1), it(n2)]}``
+    (``seconds`` None when both lengths ran as many iterations, e.g. both ended at EOS).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from dspec_models import configs, lm, speculative as sd
+  >>> cfg = configs.get_config("tiny_lm_draft", vocab_size=64)
+  >>> model = (cfg, lm.init_params(cfg, jax.random.PRNGKey(0)))
+  >>> r = engine_iteration_seconds(lambda n: sd.autoregressive_generate(
+  ...     model, jnp.ones((1, 3), jnp.int32) * 5, temperature=0.0, key=jax.random.PRNGKey(0),
+  ...     max_new_tokens=n), (2, 6), repeats=2)
+  >>> r["iterations"], len(r["estimates"])   # tiny-model seconds are noise, not shown
+  ([2, 6], 2)
+  """
+  n1, n2 = (v.check_int("lengths", n, 1) for n in lengths)
+  if not n1 < n2:
+    raise ValueError(f"lengths must be (n1, n2) with n1 < n2; got {tuple(lengths)}")
+  repeats = v.check_int("repeats", repeats, 1)
+  iters = [int(np.asarray(jax.block_until_ready(run(n)).loop_iterations)) for n in (n1, n2)]
+  if iters[1] == iters[0]:
+    return {"seconds": None, "estimates": [], "iterations": iters}
+  estimates = []
+  for _ in range(repeats):
+    t1 = time_call(lambda: run(n1))
+    t2 = time_call(lambda: run(n2))
+    estimates.append((t2 - t1) / (iters[1] - iters[0]))
+  return {"seconds": float(np.median(estimates)), "estimates": estimates, "iterations": iters}
+
+
 def decode_call_seconds(config: ModelConfig, params: Any, inputs: Any, *, k: int,
                         cache_len: int, span: int, repeats: int) -> dict:
   """Seconds per ``lm.decode_step`` call scoring ``k`` positions (batch 1); see module doc.
@@ -128,7 +177,7 @@ def decode_call_seconds(config: ModelConfig, params: Any, inputs: Any, *, k: int
     "calls": [n1, n2]}``.
   """
   repeats = v.check_int("repeats", repeats, 1)
-  timer = _CallTimer(config, params, inputs, k=k, cache_len=cache_len, span=span)
+  timer = CallTimer(config, params, inputs, k=k, cache_len=cache_len, span=span)
   for _ in range(repeats):
     timer.sample()
   return timer.result()
@@ -165,9 +214,9 @@ def model_latency(target: tuple[ModelConfig, Any], draft: tuple[ModelConfig, Any
   t_len = _cache_capacity(t_cfg, arr, max_new_tokens, max(gammas))
   d_len = _cache_capacity(d_cfg, arr, max_new_tokens, max(gammas))
   span = v.check_int("max_new_tokens", max_new_tokens, 1)
-  step = _CallTimer(t_cfg, t_params, arr, k=1, cache_len=t_len, span=span)
-  draft_step = _CallTimer(d_cfg, d_params, arr, k=1, cache_len=d_len, span=span)
-  verify = {g: _CallTimer(t_cfg, t_params, arr, k=g + 1, cache_len=t_len, span=span)
+  step = CallTimer(t_cfg, t_params, arr, k=1, cache_len=t_len, span=span)
+  draft_step = CallTimer(d_cfg, d_params, arr, k=1, cache_len=d_len, span=span)
+  verify = {g: CallTimer(t_cfg, t_params, arr, k=g + 1, cache_len=t_len, span=span)
             for g in gammas}
   timers = [step, draft_step] + list(verify.values())
   for _ in range(repeats):
