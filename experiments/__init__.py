@@ -18,6 +18,7 @@ REGISTRY = {
   "training_curves": "experiments.training_curves",
   "per_example": "experiments.per_example",
   "alpha_vs_tau": "experiments.alpha_vs_tau",
+  "recipe_grid": "experiments.recipe_grid",
   "data_temperature": "experiments.data_temperature",
   "lossy_sd": "experiments.lossy_sd",
   "model_garden": "experiments.model_garden",
