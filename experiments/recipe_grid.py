@@ -14,7 +14,10 @@ divergence, ``lambda1`` = fixed-data fraction, ``lambda2`` = draft share of the
 generated data), ``steps`` optimizer steps each, with the run's own periodic evaluations
 off (they use their own PRNG key and never change the trained draft).  Where a cell's recipe and length are exactly a
 Table 1 preset's (``supervised_kd`` = fixed + FKL, ``gkd`` = draft samples +
-JSD[0.5], at ``PairScale.distill_steps``), the preset's run is reused.
+JSD[0.5], ``fdistill`` = draft+teacher samples + TVD, at ``PairScale.distill_steps``),
+the preset's run is reused; at another length those presets are measured beside
+their cells as a check of the grid's length.  ``seqkd`` (one-hot teacher
+targets) and ``imitkd`` (half fixed data) are no grid cell.
 
 Every draft (and the undistilled one) is re-measured with common random
 numbers (:mod:`experiments.remeasure`: the same test inputs and PRNG keys for
@@ -63,7 +66,11 @@ SOURCE_LABELS = {
   "mix": "draft+teacher",
 }
 # Presets whose recipe is exactly one grid cell (checked against the recipes in the tests).
-PRESET_CELLS = {"supervised_kd": ("fixed", "fkl"), "gkd": ("student", "jsd:0.5")}
+PRESET_CELLS = {
+  "supervised_kd": ("fixed", "fkl"),
+  "gkd": ("student", "jsd:0.5"),
+  "fdistill": ("mix", "tvd"),
+}
 UNDISTILLED = remeasure.UNDISTILLED
 TWO_SE = 2.0
 

@@ -42,6 +42,10 @@ def test_cells_are_the_recipes_they_name():
   # seqkd (one-hot teacher targets) is no grid cell.
   assert make_recipe("seqkd").teacher_targets != make_recipe("gkd").teacher_targets
   assert "seqkd" not in rg.PRESET_CELLS
+  # imitkd mixes fixed data (lambda1 = 0.5) with draft samples: no grid row.
+  imit = make_recipe("imitkd")
+  assert (imit.lambda1, imit.lambda2) not in set(rg.SOURCES.values())
+  assert set(rg.PRESET_CELLS) == {"supervised_kd", "gkd", "fdistill"}
 
 
 def test_contrast_is_the_paired_mean_and_se():
@@ -248,5 +252,6 @@ def test_config_checks_and_scales():
   assert cpu.divergences == rg.DIVERGENCES == ("fkl", "jsd:0.5", "rkl", "tvd")
   tiny = rg.config("tiny")
   # tiny: the two cells presets share are reused (same recipe and length).
-  assert {c for c in _cells(tiny.sources, tiny.divergences)} >= set(rg.PRESET_CELLS.values())
+  tiny_cells = set(_cells(tiny.sources, tiny.divergences))
+  assert tiny_cells >= {rg.PRESET_CELLS["supervised_kd"], rg.PRESET_CELLS["gkd"]}
   assert dataclasses.asdict(tiny)["scale"] == "tiny"
