@@ -11,10 +11,11 @@ here is the claims of section 5.2's text.
 Ours: every cell is a distillation run of the cpu draft towards the cpu target
 (:func:`experiments.pairs.distill_run`, ``algo="custom"`` with the cell's
 divergence, ``lambda1`` = fixed-data fraction, ``lambda2`` = draft share of the
-generated data), ``steps`` optimizer steps each, with the run's own periodic evaluations
-off (they use their own PRNG key and never change the trained draft).  Where a cell's recipe and length are exactly a
-Table 1 preset's (``supervised_kd`` = fixed + FKL, ``gkd`` = draft samples +
-JSD[0.5], ``fdistill`` = draft+teacher samples + TVD, at ``PairScale.distill_steps``),
+generated data), ``steps`` optimizer steps each, with the run's own periodic
+evaluations off (they use their own PRNG key and never change the trained
+draft).  Where a cell's recipe and length are exactly a Table 1 preset's
+(``supervised_kd`` = fixed + FKL, ``gkd`` = draft samples + JSD[0.5],
+``fdistill`` = draft+teacher samples + TVD, at ``PairScale.distill_steps``),
 the preset's run is reused; at another length those presets are measured beside
 their cells as a check of the grid's length.  ``seqkd`` (one-hot teacher
 targets) and ``imitkd`` (half fixed data) are no grid cell.
@@ -30,6 +31,11 @@ resamples for every draft) for every difference and contrast.
 
 Missing cells (a run that does not exist when ``train_missing`` is off) are
 shown as missing and left out of every contrast; nothing is filled in.
+
+``long_steps`` adds a second grid at another length (cpu: the presets' 300
+steps, which reuses the three preset cells), analysed the same way; its cells
+are trained only with ``train_long`` (about an hour at cpu scale), otherwise
+the ones that exist are used and the others reported missing.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ TITLE = "The DistillSpec recipe grid (4 data sources x 4 divergences): tau gain 
 PAPER_REF = "Section 5.2, Figure 4, Figures D.14-D.19, Figure 5a"
 FIGURE = "recipe_grid.png"
 FIGURE_5A = "recipe_grid_5a.png"
+FIGURE_LONG = "recipe_grid_long.png"
+FIGURE_LONG_5A = "recipe_grid_long_5a.png"
 
 # The paper's columns (section 5.2: "1) FKL, 2) JSD, 3) RKL, 4) TVD") and rows ("1) fixed
 # ground-truth dataset, 2) data generated only from the draft, 3) only from the teacher,
@@ -124,6 +132,17 @@ class Config(remeasure.RemeasureConfig):
   bleu_resamples: int = dataclasses.field(
     default=1000, metadata={"help": "paired bootstrap resamples of the BLEU differences"}
   )
+  long_steps: Optional[int] = dataclasses.field(
+    default=None,
+    metadata={
+      "help": "a second grid at this length (None: none; cpu: the presets' 300), from the"
+      " cells whose runs exist unless train_long"
+    },
+  )
+  train_long: bool = dataclasses.field(
+    default=False,
+    metadata={"help": "train the second grid's missing cells (about an hour at cpu scale)"},
+  )
 
   def __post_init__(self):
     super().__post_init__()
@@ -131,8 +150,10 @@ class Config(remeasure.RemeasureConfig):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an int >= 1; got {value!r}")
-    if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-      raise ValueError(f"steps must be None or an int >= 1; got {self.steps!r}")
+    for name in ("steps", "long_steps"):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be None or an int >= 1; got {value!r}")
     bad = [s for s in self.sources if s not in SOURCES]
     if bad or not self.sources:
       raise ValueError(f"sources must be a non-empty subset of {tuple(SOURCES)}; got {bad}")
@@ -142,6 +163,7 @@ class Config(remeasure.RemeasureConfig):
 
 
 CPU_STEPS = 100
+CPU_LONG_STEPS = 300  # the presets' length (PairScale.distill_steps at cpu)
 
 
 def config(scale: str) -> Config:
@@ -159,7 +181,7 @@ def config(scale: str) -> Config:
     )
   if scale == "paper":
     return Config(scale=scale, remeasure_examples=512)
-  return Config(scale=scale, steps=CPU_STEPS)
+  return Config(scale=scale, steps=CPU_STEPS, long_steps=CPU_LONG_STEPS)
 
 
 def cell_name(source: str, divergence: str) -> str:
@@ -332,12 +354,32 @@ def _steps(cfg: Config, pair) -> int:
   return int(cfg.steps) if cfg.steps is not None else int(pair.distill_steps)
 
 
-def grid_runs(cfg: Config, out_dir: str, *, progress: bool = False) -> dict[str, Any]:
+def run_name(source: str, divergence: str, steps: int, main_steps: int) -> str:
+  """Run directory name of a cell: ``grid_...`` at the main length, ``grid<steps>_...`` else.
+
+  Example:
+    >>> run_name("mix", "rkl", 100, 100), run_name("mix", "rkl", 300, 100)
+    ('grid_mix_rkl', 'grid300_mix_rkl')
+  """
+  name = cell_name(source, divergence)
+  return name if int(steps) == int(main_steps) else name.replace("grid_", f"grid{int(steps)}_", 1)
+
+
+def grid_runs(
+  cfg: Config,
+  out_dir: str,
+  *,
+  steps: Optional[int] = None,
+  train: Optional[bool] = None,
+  progress: bool = False,
+) -> dict[str, Any]:
   """``{"runs": {(source, div): run_dir}, "missing": [...], "reused": {...}, ...}``.
 
   A cell equal to a preset (recipe and length) reuses the preset's run; the
-  others are ``grid_<source>_<div>`` runs (trained unless ``train_missing`` is off,
-  in which case a cell without a finished run is reported missing).
+  others are :func:`run_name` runs (trained unless ``train`` -- default
+  ``cfg.train_missing`` -- is off, in which case a cell without a finished run
+  is reported missing).  ``steps`` defaults to the main grid's length; the
+  presets are compared beside the main grid only.
   """
   from experiments.pairs import PAIR_SCALES, PRESETS, _finished, distill_run, pair_runs
   from experiments.pairs import runs_root, task_dir
@@ -345,7 +387,9 @@ def grid_runs(cfg: Config, out_dir: str, *, progress: bool = False) -> dict[str,
   pair = PAIR_SCALES[cfg.scale]
   root = runs_root(cfg.runs_root, cfg.scale, out_dir)
   teacher, student = pair_runs(pair, root, progress=progress)
-  steps = _steps(cfg, pair)
+  main_steps = _steps(cfg, pair)
+  steps = main_steps if steps is None else int(steps)
+  train = cfg.train_missing if train is None else bool(train)
   runs, missing, reused = {}, [], {}
   for s in cfg.sources:
     for d in cfg.divergences:
@@ -355,23 +399,23 @@ def grid_runs(cfg: Config, out_dir: str, *, progress: bool = False) -> dict[str,
         reused[cell_name(s, d)] = preset
       else:
         lambda1, lambda2 = SOURCES[s]
-        name = cell_name(s, d)
+        name = run_name(s, d, steps, main_steps)
         spec = dict(algo="custom", divergence=d, lambda1=lambda1, lambda2=lambda2, steps=steps)
         # The runs' own evaluations are off (every measurement is the re-measurement);
         # evaluation uses its own PRNG key, so it never changes the trained draft.
         spec.update(evaluate=False)
       run_dir = task_dir(root, pair) / "distill" / name
-      if not cfg.train_missing and not _finished(run_dir, steps):
+      if not train and not _finished(run_dir, steps):
         missing.append((s, d))
         continue
       runs[(s, d)] = distill_run(
         pair, root, name, teacher=teacher, student=student, progress=progress, **spec
       )
   presets = {}
-  if cfg.compare_presets and steps != pair.distill_steps:
+  if cfg.compare_presets and steps == main_steps and steps != pair.distill_steps:
     for p in PRESET_CELLS:
       run_dir = task_dir(root, pair) / "distill" / p
-      if cfg.train_missing or _finished(run_dir, pair.distill_steps):
+      if train or _finished(run_dir, pair.distill_steps):
         presets[p] = distill_run(
           pair, root, p, teacher=teacher, student=student, progress=progress, **PRESETS[p]
         )
@@ -586,7 +630,7 @@ def markov_comparison(an_t: dict, markov_result: Optional[dict]) -> Optional[dic
   ``markov_result["data"]["mean_gain_se"]`` maps ``"div|source"`` to ``[mean exact tau gain,
   se over seeds]`` at ``gain_gamma``.  Returns the Spearman correlation over the
   common cells, each side's best divergence (column mean) and best source (row
-  mean), or None without a Markov result.
+  mean), or None without a Markov result or with fewer than 4 common cells.
 
   Example:
     >>> m = {"data": {"gain_gamma": 5, "mean_gain_se": {"fkl|fixed": [0.1, 0.0],
@@ -611,7 +655,7 @@ def markov_comparison(an_t: dict, markov_result: Optional[dict]) -> Optional[dic
       common.append((c["source"], c["divergence"]))
       ours.append(float(c["dtau"]["value"]))
       theirs.append(float(table[k][0]))
-  if len(common) < 2:
+  if len(common) < 4:
     return None
 
   def best(values, axis):
@@ -697,7 +741,8 @@ def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int)
         "consistent" if not bad else "not reproduced",
         "draft data is not below teacher data beyond 2 se at any temperature"
         if not bad
-        else f"draft data is below teacher data beyond 2 se at T={', '.join(f'{t:g}' for t in bad)}",
+        else "draft data is below teacher data beyond 2 se at T="
+        + ", ".join(f"{t:g}" for t in bad),
       )
     )
 
@@ -800,7 +845,7 @@ def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int)
     )
 
   # 6. Figure 5a: delta score vs delta tau not aligned.
-  parts, aligned, differ = [], 0, 0
+  parts, aligned, differ, tested = [], 0, 0, 0
   for t in temps:
     c = an[t]["correlation"]
     b = an[t]["best"]
@@ -809,6 +854,7 @@ def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int)
     same = b["tau"] == b["bleu"]
     differ += not same
     ci = f" (95% {c['lo']:+.2f} to {c['hi']:+.2f})" if c["lo"] is not None else ""
+    tested += c["lo"] is not None
     is_aligned = c["lo"] is not None and c["lo"] > 0
     aligned += is_aligned
     parts.append(
@@ -817,18 +863,22 @@ def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int)
     )
   if parts:
     ok = aligned == 0
+    if not tested:
+      verdict, why = "not applicable at this scale", "fewer than 4 cells: no interval for r"
+    else:
+      verdict = "reproduced in direction" if ok else "not reproduced"
+      why = (
+        "the correlation's interval includes zero (or lies below it) at every temperature"
+        if ok
+        else f"the correlation is positive beyond its 95% interval at {aligned} temperature(s)"
+      )
     findings.append(
       base.finding(
         f"BLEU gain and tau gain are not aligned (Figure 5a, D.18, D.19; {where})",
         PAPER_CLAIMS["dichotomy"],
         "; ".join(parts),
-        "reproduced in direction" if ok else "not reproduced",
-        (
-          "the correlation's interval includes zero (or lies below it) at every temperature"
-          if ok
-          else f"the correlation is positive beyond its 95% interval at {aligned} temperature(s)"
-        )
-        + f"; the best cells differ at {differ} of {len(parts)} temperatures",
+        verdict,
+        why + f"; the best cells differ at {differ} of {len(parts)} temperatures",
       )
     )
 
@@ -1043,13 +1093,61 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
         " is under-trained relative to the presets",
       )
     )
+  figures = [FIGURE, FIGURE_5A]
+  if cfg.long_steps is not None and int(cfg.long_steps) != grid["steps"]:
+    lg = grid_runs(cfg, out_dir, steps=cfg.long_steps, train=cfg.train_long)
+    if lg["runs"]:
+      # Reused presets keep their draft names (their re-measurement is cached under them).
+      names = {
+        k: f"preset_{lg['reused'][cell_name(*k)]}"
+        if cell_name(*k) in lg["reused"]
+        else Path(v).name
+        for k, v in lg["runs"].items()
+      }
+      ldrafts = remeasure.preset_drafts({names[k]: v for k, v in lg["runs"].items()})
+      if ldrafts[UNDISTILLED] != drafts[UNDISTILLED]:
+        raise ValueError("long_steps: the second grid's runs start from another draft")
+      lmeasured = remeasure.remeasure(lg["teacher"], ldrafts, settings, tdir / "remeasure")
+      lstats = draft_bleu_stats(lg["teacher"], ldrafts, settings, tdir / "recipe_grid_bleu")
+      ltau, lboot, lfull = {}, {}, {}
+      for t in tau:
+        ltau[t], lboot[t], lfull[t] = (
+          {UNDISTILLED: tau[t][UNDISTILLED]},
+          {UNDISTILLED: boot[t][UNDISTILLED]},
+          {UNDISTILLED: full[t][UNDISTILLED]},
+        )
+        for k, name in names.items():
+          st = np.asarray(lstats[name][f"T{t:g}"], np.int64)
+          ltau[t][cell_name(*k)] = remeasure.per_example_tau(lmeasured[name], t, cfg.gamma)
+          lboot[t][cell_name(*k)] = bootstrap_bleu(st, idx)
+          lfull[t][cell_name(*k)] = bleu_from_stats(st.sum(0))
+      lan = analyse(list(lg["runs"]), ltau, lboot, lfull)
+      lmarkov = markov_comparison(lan[1.0 if 1.0 in lan else max(lan)], _markov_result())
+      for f in _findings(lan, lg, cfg, lmarkov, n):
+        findings.append({**f, "item": f"[{lg['steps']} steps] " + f["item"]})
+      _plot(lan, cfg, lg, os.path.join(out_dir, FIGURE_LONG), os.path.join(out_dir, FIGURE_LONG_5A))
+      figures += [FIGURE_LONG, FIGURE_LONG_5A]
+      data["long_grid"] = {
+        "steps_per_cell": lg["steps"],
+        "runs": {cell_name(*k): str(v) for k, v in lg["runs"].items()},
+        "reused_presets": lg["reused"],
+        "missing": [f"{s}|{d}" for s, d in lg["missing"]],
+        "bleu_full": {f"T{t:g}": lfull[t] for t in lan},
+        "analysis": {f"T{t:g}": lan[t] for t in lan},
+        "markov_comparison": lmarkov,
+      }
+    else:
+      data["long_grid"] = {
+        "steps_per_cell": lg["steps"],
+        "missing": [f"{s}|{d}" for s, d in lg["missing"]],
+      }
   return base.write_result(
     out_dir,
     module=__import__(__name__, fromlist=["NAME"]),
     config=cfg,
     data=json.loads(json.dumps(_jsonable(data))),
     findings=findings,
-    figures=[FIGURE, FIGURE_5A],
+    figures=figures,
     elapsed_s=time.perf_counter() - start,
   )
 

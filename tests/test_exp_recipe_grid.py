@@ -255,3 +255,18 @@ def test_config_checks_and_scales():
   tiny_cells = set(_cells(tiny.sources, tiny.divergences))
   assert tiny_cells >= {rg.PRESET_CELLS["supervised_kd"], rg.PRESET_CELLS["gkd"]}
   assert dataclasses.asdict(tiny)["scale"] == "tiny"
+
+
+def test_three_cells_give_no_correlation_verdict_and_no_markov_comparison():
+  cells, tau, boot, full, _ = _hand_grid(gen_gain=0.3)
+  keep = [("fixed", "fkl"), ("student", "jsd:0.5"), ("mix", "tvd")]  # the preset cells
+  names = {rg.cell_name(*c) for c in keep} | {U}
+  sub = lambda d: {k: v for k, v in d.items() if k in names}
+  an = rg.analyse(keep, {1.0: sub(tau)}, {1.0: sub(boot)}, {1.0: sub(full)})
+  assert an[1.0]["contrasts"] == {}  # no matched rows or columns among three diagonal cells
+  grid = {"missing": [c for c in cells if c not in keep], "steps": 300}
+  f = {x["item"].split(" (")[0]: x for x in rg._findings(an, grid, rg.Config(), None, 60)}
+  assert f["BLEU gain and tau gain are not aligned"]["verdict"] == "not applicable at this scale"
+  m = {"data": {"gain_gamma": 5, "mean_gain_se": {f"{d}|{s}": [0.1, 0.0] for s, d in keep}}}
+  assert rg.markov_comparison(an[1.0], m) is None
+  assert rg.run_name("fixed", "jsd:0.5", 300, 100) == "grid300_fixed_jsd0.5"
