@@ -13,9 +13,19 @@
    234M ``lm_target`` (float32, bfloat16) against the memory-bandwidth limit,
    the (gamma+1)-token verification cost, and the engine's overhead per SD
    block and per autoregressive token.
+6. :mod:`benchmarks.bench_peer`: autoregressive tokens/s of llama.cpp
+   (``llama-cpp-python``, the ``peer`` extra) beside ours on the same GGUF
+   model, float32 and its native Q4_1; a one-line skip when it is not installed.
 """
 
-from benchmarks import bench_decode, bench_distill, bench_objectives, bench_sd_engine, bench_theory
+from benchmarks import (
+  bench_decode,
+  bench_distill,
+  bench_objectives,
+  bench_peer,
+  bench_sd_engine,
+  bench_theory,
+)
 
 if __name__ == "__main__":
   bench_theory.main([])
@@ -27,3 +37,5 @@ if __name__ == "__main__":
   bench_objectives.main([])
   print()
   bench_decode.main([])
+  print()
+  bench_peer.main([])

@@ -1,0 +1,125 @@
+"""``benchmarks.bench_peer`` without llama.cpp: the float32 GGUF copy and the skip path.
+
+The copy is checked on a small synthetic GGUF (Q4_1, Q8_0, F16 and F32
+tensors, metadata of every kind the SmolLM2 file has): read back with
+``gguf.GGUFReader`` it has the same fields (but ``general.file_type``), the
+same tensor names, order and shapes, all float32, equal to the dequantized
+source blocks, and those are close to (not equal to) the original floats, so
+the comparison is not against the source values themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import gguf
+import numpy as np
+import pytest
+from gguf.quants import dequantize, quantize
+
+from benchmarks import bench_peer
+
+
+def _write_source(path: str) -> dict:
+  rng = np.random.default_rng(0)
+  floats = {
+    "token_embd.weight": rng.normal(size=(16, 64)).astype(np.float32),
+    "blk.0.attn_q.weight": rng.normal(size=(64, 64)).astype(np.float32),
+    "blk.0.ffn_up.weight": rng.normal(size=(32, 64)).astype(np.float32),
+    "blk.0.attn_norm.weight": rng.normal(size=(64,)).astype(np.float32),
+  }
+  kinds = {
+    "token_embd.weight": gguf.GGMLQuantizationType.Q4_1,
+    "blk.0.attn_q.weight": gguf.GGMLQuantizationType.Q8_0,
+    "blk.0.ffn_up.weight": gguf.GGMLQuantizationType.F16,
+    "blk.0.attn_norm.weight": gguf.GGMLQuantizationType.F32,
+  }
+  w = gguf.GGUFWriter(path, "llama")
+  w.add_name("tiny synthetic")
+  w.add_uint32("llama.block_count", 1)
+  w.add_float32("llama.rope.freq_base", 100000.0)
+  w.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q4_1))
+  w.add_array("general.languages", ["en", "fr"])
+  w.add_token_list([f"t{i}" for i in range(16)])
+  w.add_token_types([1] * 16)
+  w.add_bool("tokenizer.ggml.add_bos_token", False)
+  for name, x in floats.items():
+    kind = kinds[name]
+    if kind == gguf.GGMLQuantizationType.F16:
+      w.add_tensor(name, x.astype(np.float16))
+    elif kind == gguf.GGMLQuantizationType.F32:
+      w.add_tensor(name, x)
+    else:
+      w.add_tensor(name, quantize(x, kind), raw_dtype=kind)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return floats
+
+
+def _fields(reader) -> dict:
+  skip = ("GGUF.", "general.file_type")
+  return {
+    f.name: (tuple(f.types), f.contents())
+    for f in reader.fields.values()
+    if not f.name.startswith(skip)
+  }
+
+
+def test_f32_copy_round_trips(tmp_path):
+  src, dst = str(tmp_path / "tiny.gguf"), str(tmp_path / "tiny.F32.gguf")
+  floats = _write_source(src)
+  info = bench_peer.write_f32_gguf(src, dst)
+  before, after = gguf.GGUFReader(src), gguf.GGUFReader(dst)
+  assert info["tensors"] == 4 and info["bytes"] == os.path.getsize(dst)
+  assert info["types"] == {"Q4_1": 1, "Q8_0": 1, "F16": 1, "F32": 1}
+  assert not os.path.exists(f"{dst}.part")
+  assert _fields(after) == _fields(before)
+  assert len(_fields(before)) >= 8  # the metadata really was there to copy
+  assert before.fields["general.file_type"].contents() == int(gguf.LlamaFileType.MOSTLY_Q4_1)
+  assert after.fields["general.file_type"].contents() == int(gguf.LlamaFileType.ALL_F32)
+  assert [t.name for t in after.tensors] == [t.name for t in before.tensors]
+  for t_in, t_out in zip(before.tensors, after.tensors):
+    assert t_out.tensor_type == gguf.GGMLQuantizationType.F32
+    assert list(t_out.shape) == list(t_in.shape)
+    expected = dequantize(t_in.data, t_in.tensor_type).astype(np.float32)
+    got = np.asarray(t_out.data).reshape(expected.shape)
+    np.testing.assert_array_equal(got, expected)
+    orig = floats[t_in.name]
+    np.testing.assert_allclose(got, orig, atol=0.25 * np.abs(orig).max())
+    lossless = t_in.tensor_type == gguf.GGMLQuantizationType.F32
+    assert np.array_equal(got, orig) == lossless  # quantized sources differ from the floats
+
+
+def test_f32_copy_cached_and_bad_source(tmp_path):
+  src = str(tmp_path / "tiny.gguf")
+  _write_source(src)
+  path = bench_peer.cached_f32_gguf(src, str(tmp_path / "cache"))
+  assert path.endswith("tiny.F32.gguf")
+  stamp = os.path.getmtime(path)
+  assert bench_peer.cached_f32_gguf(src, str(tmp_path / "cache")) == path
+  assert os.path.getmtime(path) == stamp  # not rewritten
+  bad = tmp_path / "bad.gguf"
+  bad.write_bytes(b"not a gguf file at all")
+  with pytest.raises(ValueError, match="src"):
+    bench_peer.write_f32_gguf(str(bad), str(tmp_path / "out.gguf"))
+  with pytest.raises(ValueError, match="src"):
+    bench_peer.write_f32_gguf(str(tmp_path / "missing.gguf"), str(tmp_path / "out.gguf"))
+
+
+def test_first_divergence():
+  assert bench_peer.first_divergence([], []) is None
+  assert bench_peer.first_divergence([4, 5], [4, 6]) == 1
+  assert bench_peer.first_divergence([4, 5, 6], [4, 5]) == 2
+  assert bench_peer.first_divergence(np.array([7, 8]), [7, 8]) is None
+
+
+def test_main_skips_without_llama_cpp(monkeypatch, capsys, tmp_path):
+  monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import raises ImportError
+  assert bench_peer.main(["--out", str(tmp_path)]) is None
+  out = capsys.readouterr().out
+  assert out.strip() == bench_peer.SKIP_LINE
+  assert "skipped: llama-cpp-python not installed" in out
+  assert list(tmp_path.iterdir()) == []  # nothing loaded or written
