@@ -1,12 +1,17 @@
 """Key/value cache for incremental decoding with a per-row length.
 
-Layout: per layer, fixed-size buffers ``keys[l], values[l]`` of shape
-``[B, max_len, H, Dh]`` and one ``lengths`` vector ``int32 [B]`` shared by the
-layers.  Row ``b`` holds valid entries at positions ``0 .. lengths[b] - 1``;
+Layout: per layer, fixed-size buffers ``keys[l]`` of shape ``[B, H, Dh, max_len]``
+and ``values[l]`` of shape ``[B, H, max_len, Dh]``, and one ``lengths`` vector
+``int32 [B]`` shared by the layers.  Heads-major, and keys with positions last:
+the two attention products (``q k`` over ``Dh``, ``weights v`` over positions)
+read each head's block as stored, so no call transposes the cache (with a
+``[B, max_len, H, Dh]`` layout XLA copied every layer's whole key and value
+buffers into these layouts on every call).  Row ``b`` holds valid entries at positions ``0 .. lengths[b] - 1``;
 whatever lies at positions ``>= lengths[b]`` is stale and never read:
 
-* :func:`write_chunk` writes a chunk of ``k`` new positions of row ``b`` at
-  ``lengths[b] .. lengths[b] + k - 1`` (each row at its own offset);
+* :func:`write_kv_chunk` writes a chunk of ``k`` new positions of row ``b`` at
+  ``lengths[b] .. lengths[b] + k - 1`` (each row at its own offset;
+  :func:`write_chunk` is the same for a buffer with positions on axis 1);
 * :func:`chunk_attention_mask` lets the query at absolute position
   ``lengths[b] + i`` see key positions ``j <= lengths[b] + i``: the valid
   cache plus the chunk, causally;
@@ -33,8 +38,8 @@ class KVCache(NamedTuple):
   """Self-attention cache of one decoder stack.
 
   Attributes:
-    keys: tuple (one per layer) of ``[B, max_len, H, Dh]`` arrays.
-    values: same structure as ``keys``.
+    keys: tuple (one per layer) of ``[B, H, Dh, max_len]`` arrays.
+    values: tuple (one per layer) of ``[B, H, max_len, Dh]`` arrays.
     lengths: ``int32 [B]``, number of valid positions per row.
   """
 
@@ -44,7 +49,7 @@ class KVCache(NamedTuple):
 
   @property
   def max_len(self) -> int:
-    return self.keys[0].shape[1]
+    return self.values[0].shape[2]
 
   @property
   def batch_size(self) -> int:
@@ -58,9 +63,10 @@ def empty_cache(num_layers: int, batch_size: int, max_len: int, num_heads: int,
     raise ValueError(f"batch_size must be >= 1; got {batch_size}")
   if max_len < 1:
     raise ValueError(f"max_len must be >= 1; got {max_len}")
-  shape = (batch_size, max_len, num_heads, head_dim)
-  zeros = tuple(jnp.zeros(shape, dtype) for _ in range(num_layers))
-  return KVCache(keys=zeros, values=tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
+  key_shape = (batch_size, num_heads, head_dim, max_len)
+  value_shape = (batch_size, num_heads, max_len, head_dim)
+  return KVCache(keys=tuple(jnp.zeros(key_shape, dtype) for _ in range(num_layers)),
+                 values=tuple(jnp.zeros(value_shape, dtype) for _ in range(num_layers)),
                  lengths=jnp.zeros((batch_size,), jnp.int32))
 
 
@@ -74,6 +80,31 @@ def write_chunk(buffer: Array, chunk: Array, offsets: Array) -> Array:
 
   def one_row(buf, new, off):
     return buf.at[off + jnp.arange(k)].set(new.astype(buf.dtype), mode="drop")
+
+  return jax.vmap(one_row)(buffer, chunk, offsets)
+
+
+def write_kv_chunk(buffer: Array, chunk: Array, offsets: Array, *, keys: bool) -> Array:
+  """Writes ``chunk[b]`` (``[k, H, Dh]``) into a cache buffer at positions ``offsets[b] + 0..k-1``.
+
+  ``buffer`` is ``[B, H, Dh, max_len]`` (``keys=True``) or ``[B, H, max_len, Dh]``
+  (values); positions past the end are dropped, as in :func:`write_chunk`.
+
+  >>> buf = jnp.zeros((1, 2, 4, 1))
+  >>> out = write_kv_chunk(buf, jnp.ones((1, 3, 2, 1)), jnp.array([2]), keys=False)
+  >>> out[0, :, :, 0].tolist()   # positions 2, 3 written on both heads, the third dropped
+  [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
+  >>> write_kv_chunk(jnp.zeros((1, 2, 1, 4)), jnp.ones((1, 3, 2, 1)), jnp.array([2]),
+  ...                keys=True)[0, :, 0].tolist()
+  [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
+  """
+  k = chunk.shape[1]
+
+  def one_row(buf, new, off):
+    pos = off + jnp.arange(k)
+    if keys:
+      return buf.at[:, :, pos].set(jnp.transpose(new, (1, 2, 0)).astype(buf.dtype), mode="drop")
+    return buf.at[:, pos].set(jnp.swapaxes(new, 0, 1).astype(buf.dtype), mode="drop")
 
   return jax.vmap(one_row)(buffer, chunk, offsets)
 

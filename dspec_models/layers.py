@@ -138,24 +138,26 @@ class Attention(nn.Module):
     return self.key(x), self.value(x)
 
   def attend(self, q: Array, k: Array, v: Array, *, bias: Array | None,
-             mask: Array | None) -> Array:
+             mask: Array | None, heads_major: bool = False) -> Array:
     """``softmax(q k^T + bias, masked) v``, projected back to ``[B, Q, d]``.
 
     Args:
-      q: ``[B, Q, H, Dh]``; k, v: ``[B, K, H, Dh]``.
+      q: ``[B, Q, H, Dh]``; k, v: ``[B, K, H, Dh]``, or when ``heads_major`` the
+        :class:`~dspec_models.cache.KVCache` buffers ``k [B, H, Dh, K]``, ``v [B, H, K, Dh]``.
       bias: ``[B or 1, H, Q, K]`` additive bias, or None.
       mask: boolean broadcastable to ``[B, H, Q, K]``; False = not attended.
     """
     cfg = self.config
     dtype = cfg.jnp_dtype
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(dtype), k.astype(dtype),
+    k_axes, v_axes = ("bhdk", "bhkd") if heads_major else ("bkhd", "bkhd")
+    logits = jnp.einsum(f"bqhd,{k_axes}->bhqk", q.astype(dtype), k.astype(dtype),
                         preferred_element_type=cfg.float_dtype)
     if bias is not None:
       logits = logits + bias
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(cfg.float_dtype).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
-    context = jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(dtype))
+    context = jnp.einsum(f"bhqk,{v_axes}->bqhd", weights, v.astype(dtype))
     return self.out(context)
 
   def __call__(self, x: Array, *, bias: Array | None, mask: Array | None) -> Array:
@@ -286,11 +288,13 @@ class GroupedQueryAttention(nn.Module):
     """``[B, K, d] -> ([B, K, KV, Dh], [B, K, KV, Dh])``."""
     return self.key(x), self.value(x)
 
-  def attend(self, q: Array, k: Array, v: Array, *, mask: Array | None) -> Array:
+  def attend(self, q: Array, k: Array, v: Array, *, mask: Array | None,
+             heads_major: bool = False) -> Array:
     """``softmax(q k^T / sqrt(Dh), masked) v``, projected back to ``[B, Q, d]``.
 
     Args:
-      q: ``[B, Q, H, Dh]``; k, v: ``[B, K, KV, Dh]``.
+      q: ``[B, Q, H, Dh]``; k, v: ``[B, K, KV, Dh]``, or when ``heads_major`` the
+        :class:`~dspec_models.cache.KVCache` buffers ``k [B, KV, Dh, K]``, ``v [B, KV, K, Dh]``.
       mask: boolean broadcastable to ``[B, 1, Q, K]``; False = not attended.
     """
     cfg = self.config
@@ -298,10 +302,11 @@ class GroupedQueryAttention(nn.Module):
     b, nq, h, dh = q.shape
     groups = h // cfg.kv_heads
     qg = q.reshape(b, nq, cfg.kv_heads, groups, dh).astype(dtype)
-    logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k.astype(dtype),
+    k_axes, v_axes = ("bkds", "bksd") if heads_major else ("bskd", "bskd")
+    logits = jnp.einsum(f"bqkgd,{k_axes}->bkgqs", qg, k.astype(dtype),
                         preferred_element_type=cfg.float_dtype) / math.sqrt(dh)
     if mask is not None:
       logits = jnp.where(mask[:, :, None], logits, jnp.finfo(cfg.float_dtype).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
-    context = jnp.einsum("bkgqs,bskd->bqkgd", weights, v.astype(dtype))
+    context = jnp.einsum(f"bkgqs,{v_axes}->bqkgd", weights, v.astype(dtype))
     return self.out(context.reshape(b, nq, h, dh))

@@ -78,10 +78,11 @@ class DecoderLayer(nn.Module):
     k, v = self.self_attention.project_key_value(h)
     new_layer_cache = None
     if layer_cache is not None:
-      k = kv.write_chunk(layer_cache[0], k, offsets)
-      v = kv.write_chunk(layer_cache[1], v, offsets)
+      k = kv.write_kv_chunk(layer_cache[0], k, offsets, keys=True)
+      v = kv.write_kv_chunk(layer_cache[1], v, offsets, keys=False)
       new_layer_cache = (k, v)
-    x = x + self.self_attention.attend(q, k, v, bias=bias, mask=mask)
+    x = x + self.self_attention.attend(q, k, v, bias=bias, mask=mask,
+                                       heads_major=layer_cache is not None)
     if self.cross_attention:
       h = self.pre_cross_attention_norm(x)
       q = self.encoder_decoder_attention.project_query(h)
@@ -254,10 +255,10 @@ class PretrainedDecoderLayer(nn.Module):
       k = apply_rope(k, positions, cfg.rope_theta, cfg.float_dtype)
     new_layer_cache = None
     if layer_cache is not None:
-      k = kv.write_chunk(layer_cache[0], k, offsets)
-      v = kv.write_chunk(layer_cache[1], v, offsets)
+      k = kv.write_kv_chunk(layer_cache[0], k, offsets, keys=True)
+      v = kv.write_kv_chunk(layer_cache[1], v, offsets, keys=False)
       new_layer_cache = (k, v)
-    x = x + self.attention.attend(q, k, v, mask=mask)
+    x = x + self.attention.attend(q, k, v, mask=mask, heads_major=layer_cache is not None)
     x = x + self.mlp(self.mlp_norm(x))
     return x, new_layer_cache
 

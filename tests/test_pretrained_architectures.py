@@ -84,7 +84,8 @@ def test_incremental_equals_full_forward(kind):
     np.testing.assert_array_equal(np.asarray(lm.decode_lengths(state)),
                                   (inputs != PAD).sum(1) + 9)
   # The cache holds only the key/value heads (grouped-query attention).
-  assert state.cache.keys[0].shape == (3, MAX_LEN, cfg.kv_heads, cfg.head_dim)
+  assert state.cache.keys[0].shape == (3, cfg.kv_heads, cfg.head_dim, MAX_LEN)
+  assert state.cache.values[0].shape == (3, cfg.kv_heads, MAX_LEN, cfg.head_dim)
 
 
 @pytest.mark.parametrize("kind", KINDS)
