@@ -12,9 +12,11 @@ same prompt token ids, timed in one run:
 
   - ``f32``: a copy of the GGUF with the same metadata and every tensor
     dequantized to float32 by the ``gguf`` package (:func:`write_f32_gguf`):
-    the weights our engine runs, so float32 against float32;
-  - ``native``: the original file (SmolLM2's is Q4_1: llama.cpp's own
-    quantized kernels, which also quantize the activations).
+    the weights our engine runs, with a float32 KV cache as ours, so float32
+    against float32;
+  - ``native``: the original file with llama.cpp's defaults (SmolLM2's is
+    Q4_1: llama.cpp's own quantized kernels, which also quantize the
+    activations; float16 KV cache).
 
 Each generation stops after ``N`` new tokens or at EOS (the engine's rule).
 Per repeat and engine: the time to the first token (prompt processing plus one
@@ -154,38 +156,41 @@ def first_divergence(a, b) -> Optional[int]:
   return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def _clear_memory(llm) -> None:
-  """Empty llama.cpp's KV cache and the wrapper's token count (a fresh generation)."""
-  llm.reset()
-  ctx = llm._ctx
-  for name in ("memory_clear", "kv_cache_clear"):  # llama.cpp renamed it
-    fn = getattr(ctx, name, None)
-    if fn is not None:
-      try:
-        fn(True)
-      except TypeError:
-        fn()
-      return
-  raise RuntimeError("llama-cpp-python exposes no KV-cache clear")
+def _last_logits(llm):
+  """The logits llama.cpp computed for the last token of the last ``eval`` (a copy).
+
+  ``Llama.eval`` (0.3.x) no longer copies them into ``Llama.scores`` unless
+  ``logits_all``; they are read from the context, as its sampler does.
+  """
+  import llama_cpp
+  import numpy as np
+
+  ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+  return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).copy()
 
 
 def llama_generate(llm, ids, n: int, eos_id: int) -> dict:
   """Greedy generation of up to ``n`` tokens by a ``llama_cpp.Llama`` after ``ids``.
 
-  Returns ``{"tokens", "t_first", "t_total"}``: seconds from the start to the
-  first picked token and to the last one.
+  Starts from an empty KV cache (``reset``: ``eval`` drops the cached positions
+  from ``n_tokens`` on).  Greedy: the argmax of the last logits, as llama.cpp's
+  greedy sampler.
+
+  Returns:
+    ``{"tokens", "t_first", "t_total"}``: seconds from the start to the first
+    picked token and to the last one.
   """
   import numpy as np
 
-  _clear_memory(llm)
+  llm.reset()
   start = time.perf_counter()
   llm.eval(list(ids))
-  tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+  tok = int(np.argmax(_last_logits(llm)))
   t_first = time.perf_counter() - start
   out = [tok]
   while len(out) < n and tok != eos_id:
     llm.eval([tok])
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = int(np.argmax(_last_logits(llm)))
     out.append(tok)
   return {"tokens": out, "t_first": t_first, "t_total": time.perf_counter() - start}
 
@@ -264,6 +269,8 @@ def main(argv=None) -> Optional[dict]:
     print(f"  float32 GGUF: {paths['f32']} ({time.perf_counter() - start:.1f} s)", flush=True)
   peers = {}
   for f in files:
+    # f32: a float32 KV cache as ours; native: llama.cpp's defaults (float16 KV cache).
+    kv = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32}
     peers[f] = llama_cpp.Llama(
       model_path=paths[f],
       n_ctx=len(ids) + n + 8,
@@ -272,6 +279,7 @@ def main(argv=None) -> Optional[dict]:
       n_threads_batch=args.threads,
       seed=args.seed,
       verbose=False,
+      **(kv if f == "f32" else {}),
     )
   inputs = jnp.asarray([ids], jnp.int32)
   key = jax.random.PRNGKey(args.seed)

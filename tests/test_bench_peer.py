@@ -123,3 +123,56 @@ def test_main_skips_without_llama_cpp(monkeypatch, capsys, tmp_path):
   assert out.strip() == bench_peer.SKIP_LINE
   assert "skipped: llama-cpp-python not installed" in out
   assert list(tmp_path.iterdir()) == []  # nothing loaded or written
+
+
+class _FakeLlama:
+  """A ``llama_cpp.Llama`` stand-in: next token ``(3 t + 1) mod V`` after token ``t``,
+  its logits in a C float array as llama.cpp leaves them."""
+
+  def __init__(self, vocab: int):
+    import ctypes
+
+    self.vocab, self.n_tokens, self.evals = vocab, 0, []
+    self.logits = (ctypes.c_float * vocab)()
+
+  @property
+  def ctx(self):
+    return self
+
+  def n_vocab(self) -> int:
+    return self.vocab
+
+  def reset(self) -> None:
+    self.n_tokens = 0
+
+  def eval(self, tokens) -> None:
+    self.evals.append((self.n_tokens, list(tokens)))
+    self.n_tokens += len(tokens)
+    for i in range(self.vocab):
+      self.logits[i] = -1.0
+    self.logits[(3 * tokens[-1] + 1) % self.vocab] = 2.0
+
+
+def _fake_module(monkeypatch):
+  import ctypes
+  import types
+
+  module = types.ModuleType("llama_cpp")
+  module.llama_get_logits_ith = lambda llm, i: ctypes.cast(
+    llm.logits, ctypes.POINTER(ctypes.c_float)
+  )
+  monkeypatch.setitem(sys.modules, "llama_cpp", module)
+
+
+def test_llama_generate_greedy_eos_and_length(monkeypatch):
+  _fake_module(monkeypatch)
+  llm = _FakeLlama(vocab=50)
+  # 2 -> 7 -> 22 -> 17 -> 2 -> 7 ... (mod 50)
+  g = bench_peer.llama_generate(llm, [5, 2], 5, eos_id=99)
+  assert g["tokens"] == [7, 22, 17, 2, 7]
+  assert 0 <= g["t_first"] <= g["t_total"]
+  # prompt in one eval from position 0, then one token per eval; the last token is not fed
+  assert llm.evals == [(0, [5, 2]), (2, [7]), (3, [22]), (4, [17]), (5, [2])]
+  again = bench_peer.llama_generate(llm, [5, 2], 5, eos_id=17)  # starts afresh, stops at EOS
+  assert again["tokens"] == [7, 22, 17]
+  assert llm.evals[-3][0] == 0
