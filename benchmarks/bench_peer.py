@@ -1,7 +1,8 @@
 """Our engine beside a peer: llama.cpp on the same GGUF model (issue 16, goal 6; no goal).
 
 Autoregressive decoding at batch 1 of the same model, greedy (T = 0), from the
-same prompt token ids, timed in one run:
+same prompt token ids (``[BOS] + prompt``: our engine prepends BOS, llama.cpp is
+given it), timed in one run:
 
 * **ours**: :func:`dspec_models.speculative.autoregressive_generate` of the
   model as :func:`dspec_models.pretrained.load_pretrained` gives it (every
@@ -262,6 +263,8 @@ def main(argv=None) -> Optional[dict]:
   ids = encode(tok, args.prompt)
   if ids and ids[0] == cfg.bos_id:
     ids = ids[1:]
+  # Our engine decodes after [BOS] + ids (lm.init_decode_state); llama.cpp gets that sequence.
+  peer_ids = [int(cfg.bos_id), *ids]
   paths = {"native": src}
   if "f32" in files:
     start = time.perf_counter()
@@ -273,8 +276,8 @@ def main(argv=None) -> Optional[dict]:
     kv = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32}
     peers[f] = llama_cpp.Llama(
       model_path=paths[f],
-      n_ctx=len(ids) + n + 8,
-      n_batch=max(len(ids), 8),
+      n_ctx=len(peer_ids) + n + 8,
+      n_batch=max(len(peer_ids), 8),
       n_threads=args.threads,
       n_threads_batch=args.threads,
       seed=args.seed,
@@ -287,7 +290,7 @@ def main(argv=None) -> Optional[dict]:
     model, inputs, temperature=0.0, key=key, max_new_tokens=k
   )
   print(
-    f"bench_peer: {os.path.basename(src)}, a {len(ids)}-token prompt, {n} new greedy tokens, "
+    f"bench_peer: {os.path.basename(src)}, a {len(peer_ids)}-token prompt (BOS included), {n} new greedy tokens, "
     f"batch 1, {args.repeats} repeats; llama-cpp-python {llama_cpp.__version__}, "
     f"{args.threads} threads; load average {load_before}",
     flush=True,
@@ -298,13 +301,13 @@ def main(argv=None) -> Optional[dict]:
   times: dict[str, dict[str, list]] = {e: {"first": [], "rate": []} for e in ["ours", *files]}
   peer_tokens = {}
   for f in files:  # warm-up (page in the weights), untimed
-    llama_generate(peers[f], ids, 4, cfg.eos_id)
+    llama_generate(peers[f], peer_ids, 4, cfg.eos_id)
   for _ in range(args.repeats):
     t1, tn = time_call(lambda: run(1)), time_call(lambda: run(n))
     times["ours"]["first"].append(t1)
     times["ours"]["rate"].append((iters[1] - iters[0]) / (tn - t1) if tn > t1 else None)
     for f in files:
-      g = llama_generate(peers[f], ids, n, cfg.eos_id)
+      g = llama_generate(peers[f], peer_ids, n, cfg.eos_id)
       peer_tokens[f] = g["tokens"]
       steps = len(g["tokens"]) - 1
       times[f]["first"].append(g["t_first"])
@@ -321,7 +324,7 @@ def main(argv=None) -> Optional[dict]:
         "tokens_per_s": rate,
         "first_token_ms": _span(1e3 * t for t in times[e]["first"]),
         "ours_over_this": (
-          None if e == "ours" or not rate["median"] else ours_rate / rate["median"]
+          None if e == "ours" or not (rate["median"] and ours_rate) else ours_rate / rate["median"]
         ),
         "new_tokens": len(toks),
         "tokens": toks,
@@ -347,7 +350,7 @@ def main(argv=None) -> Optional[dict]:
   report = {
     "rows": rows,
     "model": src,
-    "prompt_ids": list(ids),
+    "prompt_ids": peer_ids,
     "new_tokens": n,
     "repeats": args.repeats,
     "threads": args.threads,

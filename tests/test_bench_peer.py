@@ -176,3 +176,153 @@ def test_llama_generate_greedy_eos_and_length(monkeypatch):
   again = bench_peer.llama_generate(llm, [5, 2], 5, eos_id=17)  # starts afresh, stops at EOS
   assert again["tokens"] == [7, 22, 17]
   assert llm.evals[-3][0] == 0
+
+
+def _byte_chars() -> list[str]:
+  """GPT-2's byte-to-unicode alphabet (byte-level BPE), in byte order."""
+  keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+  chars, extra = {}, 0
+  for b in range(256):
+    if b in keep:
+      chars[b] = chr(b)
+    else:
+      chars[b] = chr(256 + extra)
+      extra += 1
+  return [chars[b] for b in range(256)]
+
+
+def _write_tiny_llama(path: str) -> None:
+  """A 1-layer llama GGUF our loader reads: byte-level vocabulary, Q8_0 embedding."""
+  rng = np.random.default_rng(1)
+  tokens = [*_byte_chars(), "Ġt", "<|endoftext|>", "<|im_start|>", "<pad>"]
+  vocab, d, ff, heads, kv_heads = len(tokens), 64, 128, 4, 2
+  w = gguf.GGUFWriter(path, "llama")
+  w.add_block_count(1)
+  w.add_context_length(128)
+  w.add_embedding_length(d)
+  w.add_feed_forward_length(ff)
+  w.add_head_count(heads)
+  w.add_head_count_kv(kv_heads)
+  w.add_rope_freq_base(10000.0)
+  w.add_layer_norm_rms_eps(1e-5)
+  w.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q8_0))
+  w.add_tokenizer_model("gpt2")
+  w.add_tokenizer_pre("gpt2")
+  w.add_token_list(tokens)
+  w.add_token_types([1] * 257 + [3, 3, 3])
+  w.add_token_merges(["Ġ t"])
+  w.add_eos_token_id(257)
+  w.add_bos_token_id(258)
+  w.add_pad_token_id(259)
+  dh = d // heads
+  shapes = {
+    "token_embd.weight": (vocab, d),
+    "output_norm.weight": (d,),
+    "blk.0.attn_norm.weight": (d,),
+    "blk.0.ffn_norm.weight": (d,),
+    "blk.0.attn_q.weight": (heads * dh, d),
+    "blk.0.attn_k.weight": (kv_heads * dh, d),
+    "blk.0.attn_v.weight": (kv_heads * dh, d),
+    "blk.0.attn_output.weight": (d, heads * dh),
+    "blk.0.ffn_gate.weight": (ff, d),
+    "blk.0.ffn_up.weight": (ff, d),
+    "blk.0.ffn_down.weight": (d, ff),
+  }
+  for name, shape in shapes.items():
+    if len(shape) == 1:
+      w.add_tensor(name, (1.0 + 0.1 * rng.normal(size=shape)).astype(np.float32))
+    elif name == "token_embd.weight":
+      x = rng.normal(size=shape).astype(np.float32)
+      w.add_tensor(
+        name, quantize(x, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0
+      )
+    else:
+      w.add_tensor(name, (0.3 * rng.normal(size=shape)).astype(np.float32))
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+
+
+def _ours_module(monkeypatch, loaded: list):
+  """A ``llama_cpp`` stand-in whose ``Llama`` scores a sequence with our teacher-forced
+  ``lm.forward_logits`` (no KV cache) of the model in the file it is given."""
+  import ctypes
+  import types
+
+  import jax
+  import jax.numpy as jnp
+
+  from dspec_models import lm
+  from dspec_models.pretrained import load_pretrained
+
+  class Llama:
+    def __init__(self, model_path, n_ctx, **kwargs):
+      self.cfg, self.params, _ = load_pretrained(model_path)
+      self.n_ctx, self.n_tokens, self.seq = n_ctx, 0, []
+      self.logits = (ctypes.c_float * self.cfg.vocab_size)()
+      loaded.append((os.path.basename(model_path), kwargs))
+      self.forward = jax.jit(lambda p, t: lm.forward_logits(self.cfg, p, {"targets": t}))
+
+    ctx = property(lambda self: self)
+    n_vocab = lambda self: self.cfg.vocab_size
+
+    def reset(self):
+      self.n_tokens = 0
+
+    def eval(self, tokens):
+      self.seq = self.seq[: self.n_tokens] + list(tokens)
+      self.n_tokens = len(self.seq)
+      assert self.seq[0] == self.cfg.bos_id  # forward_logits puts BOS first itself
+      targets = np.zeros((1, self.n_ctx), np.int32)
+      targets[0, : len(self.seq)] = [*self.seq[1:], 1]  # the last target is a placeholder
+      out = np.asarray(self.forward(self.params, jnp.asarray(targets)))[0, len(self.seq) - 1]
+      self.logits[:] = [float(v) for v in out]
+
+  module = types.ModuleType("llama_cpp")
+  module.__version__ = "fake"
+  module.GGML_TYPE_F32 = 0
+  module.Llama = Llama
+  module.llama_get_logits_ith = lambda llm, i: ctypes.cast(
+    llm.logits, ctypes.POINTER(ctypes.c_float)
+  )
+  monkeypatch.setitem(sys.modules, "llama_cpp", module)
+
+
+def test_main_end_to_end_against_a_cacheless_forward(monkeypatch, tmp_path, capsys):
+  """main() with llama.cpp replaced by our own cacheless forward: every row agrees with
+  ours token for token (engine's KV cache vs full recomputation, float32 copy vs source),
+  and the report holds a rate, a first-token time and a ratio per row."""
+  src = str(tmp_path / "tiny.gguf")
+  _write_tiny_llama(src)
+  loaded = []
+  _ours_module(monkeypatch, loaded)
+  out = tmp_path / "out"
+  report = bench_peer.main(
+    [
+      "--model",
+      src,
+      "--new-tokens",
+      "6",
+      "--repeats",
+      "1",
+      "--prompt",
+      "the cat",
+      "--out",
+      str(out),
+    ]
+  )
+  assert [name for name, _ in loaded] == ["tiny.F32.gguf", "tiny.gguf"]
+  assert loaded[0][1]["type_k"] == 0 and "type_k" not in loaded[1][1]  # float32 KV for f32 only
+  rows = {r["engine"]: r for r in report["rows"]}
+  assert list(rows) == ["ours (JAX, float32)", "llama.cpp (f32)", "llama.cpp (native)"]
+  ours = rows["ours (JAX, float32)"]["tokens"]
+  assert len(ours) == 6 and len(set(ours)) > 1, ours  # no early EOS, not one token repeated
+  for name in ("llama.cpp (f32)", "llama.cpp (native)"):
+    assert rows[name]["tokens"] == ours
+    assert rows[name]["first_divergence_from_ours"] is None
+    assert rows[name]["ours_over_this"] is None or rows[name]["ours_over_this"] > 0
+  assert report["prompt_ids"][0] == 258  # BOS first, as our engine decodes
+  assert (out / "bench_peer.json").is_file() and (out / "tiny.F32.gguf").is_file()
+  text = capsys.readouterr().out
+  assert "llama.cpp (f32)" in text and "diverges at" in text
