@@ -66,6 +66,7 @@ import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 PAD_ID = 0
 EOS_ID = 1
@@ -79,6 +80,10 @@ FAMILIES = ("decoder_only", "encoder_decoder")
 # positions, LayerNorm with biases, GELU MLP, biases everywhere.
 ARCHITECTURES = ("t5", "llama", "gpt2")
 _DTYPES = ("float32", "bfloat16", "float16", "float64")
+# The logit of a token outside a restricted head (ModelConfig.head_token_ids): finite, so no
+# inf - inf appears downstream, and far enough below any real logit that its softmax weight is
+# exactly 0 in float32/float64 at every temperature the package allows.
+MASKED_LOGIT = -1e9
 
 T5_VOCAB_SIZE = 32128
 
@@ -118,6 +123,15 @@ class ModelConfig:
       ``eos_id`` ends generation, ``pad_id`` marks right-padding in token
       arrays (prompts).  Defaults: the SentencePiece task conventions
       ``PAD_ID``/``EOS_ID``/``BOS_ID``; pretrained checkpoints set their own.
+    head_token_ids: empty (default): the head scores the whole vocabulary.
+      Otherwise sorted, distinct token ids: the tied head scores only these
+      (``h E[ids]^T``) and every other token gets the logit
+      :data:`MASKED_LOGIT`, i.e. probability exactly 0 at any temperature -- a
+      draft whose head reads ``len(ids)`` embedding rows instead of
+      ``vocab_size`` (a cheaper draft step; speculative sampling stays exact,
+      the target's residual covers the tokens the draft cannot propose).
+      Pretrained llama/gpt2 models with tied embeddings only
+      (:func:`dspec_models.pretrained.drafts.restrict_head`).
   """
 
   name: str
@@ -143,8 +157,11 @@ class ModelConfig:
   bos_id: int = 0
   eos_id: int = 1
   pad_id: int = 0
+  head_token_ids: tuple = ()
 
   def __post_init__(self):
+    if isinstance(self.head_token_ids, (list, np.ndarray)):  # read back from JSON
+      object.__setattr__(self, "head_token_ids", tuple(int(i) for i in self.head_token_ids))
     if self.family not in FAMILIES:
       raise ValueError(f"family must be one of {FAMILIES}; got {self.family!r}")
     for field in ("vocab_size", "d_model", "d_ff", "num_heads", "head_dim", "num_layers",
@@ -186,6 +203,23 @@ class ModelConfig:
     for field in ("param_dtype", "dtype"):
       if getattr(self, field) not in _DTYPES:
         raise ValueError(f"{field} must be one of {_DTYPES}; got {getattr(self, field)!r}")
+    if self.head_token_ids:
+      self._check_head_token_ids()
+
+  def _check_head_token_ids(self) -> None:
+    ids = self.head_token_ids
+    if not isinstance(ids, tuple) or not all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+      raise ValueError(f"head_token_ids must be a tuple of token ids; got {type(ids).__name__}")
+    if any(b <= a for a, b in zip(ids, ids[1:])) or not 0 <= ids[0] <= ids[-1] < self.vocab_size:
+      raise ValueError("head_token_ids must be sorted, distinct token ids in "
+                       f"[0, vocab_size={self.vocab_size})")
+    if len(ids) == self.vocab_size:
+      raise ValueError("head_token_ids lists the whole vocabulary; leave it empty instead")
+    if self.architecture == "t5" or not self.tie_embeddings:
+      raise ValueError("head_token_ids needs a pretrained llama/gpt2 model with tied "
+                       f"embeddings; got architecture {self.architecture!r}, "
+                       f"tie_embeddings={self.tie_embeddings}")
 
   @property
   def is_encoder_decoder(self) -> bool:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from dspec_models import cache as kv
-from dspec_models.configs import ModelConfig
+from dspec_models.configs import MASKED_LOGIT, ModelConfig
 from dspec_models.layers import (Attention, GatedGeluMlp, GeluMlp, GroupedQueryAttention,
                                  LayerNorm, RelativePositionBias, RMSNorm, SwiGluMlp,
                                  _dense_init, _embed_init, _pretrained_init, apply_rope)
@@ -287,6 +287,16 @@ class PretrainedDecoderLM(nn.Module):
       self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, kernel_init=_pretrained_init,
                               dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype)
 
+  def _restricted_head(self, h: Array) -> Array:
+    """``h E[ids]^T`` scattered into ``[.., V]`` logits, :data:`~dspec_models.configs.MASKED_LOGIT`
+    elsewhere (``ModelConfig.head_token_ids``): only ``len(ids)`` embedding rows are read."""
+    cfg = self.config
+    ids = jnp.asarray(cfg.head_token_ids, jnp.int32)
+    rows = jnp.take(self.embed.embedding, ids, axis=0).astype(cfg.jnp_dtype)
+    scores = jnp.einsum("...d,kd->...k", h.astype(cfg.jnp_dtype), rows)
+    full = jnp.full(h.shape[:-1] + (cfg.vocab_size,), MASKED_LOGIT, scores.dtype)
+    return full.at[..., ids].set(scores)
+
   def __call__(self, tokens: Array, cache: Optional[kv.KVCache] = None):
     """Logits ``[B, L, V]`` for ``tokens [B, L]`` (row ``b`` continuing its cache)."""
     cfg = self.config
@@ -311,7 +321,10 @@ class PretrainedDecoderLM(nn.Module):
         new_keys.append(new_layer_cache[0])
         new_values.append(new_layer_cache[1])
     h = self.final_norm(x)
-    logits = self.embed.attend(h) if cfg.tie_embeddings else self.lm_head(h)
+    if cfg.head_token_ids:
+      logits = self._restricted_head(h)
+    else:
+      logits = self.embed.attend(h) if cfg.tie_embeddings else self.lm_head(h)
     logits = logits.astype(cfg.float_dtype)
     if cache is None:
       return logits, None

@@ -131,6 +131,10 @@ def _train(teacher: Optional[str], student: str, out_dir: str | Path, recipe: An
                        ".gguf file or Hugging Face folder)")
     s_cfg, s_params, tok = load_pretrained(str(student))
     t_cfg, t_params = s_cfg, None      # one-hot targets: the teacher is never evaluated
+  if s_cfg.head_token_ids:
+    raise ValueError(f"{'student' if teacher is not None else 'model'} {str(student)!r} has a "
+                     "head restricted to a token subset (dspec_head_token_ids): its loss against "
+                     "a full distribution is undefined; train the full-head model, restrict after")
   start = 0
   progress_path = out / "progress.json"
   if progress_path.is_file():

@@ -7,12 +7,23 @@
   the embedding.
 * :func:`truncated_draft`: the target's first ``k`` blocks, its final norm and
   its (tied or untied) head: a self-draft initialised from the target.
+* :func:`restrict_head`: the same draft whose tied head scores only a subset of
+  the vocabulary (``ModelConfig.head_token_ids``), e.g. the ``k`` most frequent
+  tokens of the task (:func:`frequent_token_ids`).  For a small draft of a
+  large-vocabulary target the head dominates the draft step (SmolLM2: the
+  49,152 x 576 head is 28.3M of a 4-block self-draft's 42.5M parameters), so
+  scoring 8,192 tokens cuts the bytes read per draft step by about 2/3.
+  Speculative sampling stays exact: the draft proposes only subset tokens, and
+  the rejection residual ``norm(max(0, p - q))`` carries the target's mass on
+  the others.  What it costs is acceptance: ``sum_x min(p, q)`` loses the
+  target's mass outside the subset (measured by ``dspec sd`` like any draft).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections import Counter
+from typing import Any, Iterable
 
 from dspec_models.configs import ModelConfig
 
@@ -55,3 +66,58 @@ def truncated_draft(target: ModelConfig, params: Any, num_layers: int,
   kept = {k: v for k, v in params.items()
           if not k.startswith("layer_") or int(k.split("_")[1]) < num_layers}
   return config, kept
+
+
+def frequent_token_ids(sequences: Iterable[Iterable[int]], k: int, *,
+                       always: Iterable[int] = ()) -> tuple:
+  """The ``k`` most frequent token ids of ``sequences`` plus ``always``, sorted.
+
+  Ties in frequency go to the smaller id (deterministic).  ``always`` (e.g. the
+  EOS id, so the draft can end a block with it) is included first and counts
+  towards ``k``.
+
+  Args:
+    sequences: token-id sequences (e.g. a task's prompts and references).
+    k: the size of the result, >= 1.
+    always: ids kept whatever their frequency.
+
+  Returns:
+    A sorted tuple of ``min(k, distinct ids seen + len(always))`` ids.
+
+  Example:
+    >>> frequent_token_ids([[5, 5, 7, 9], [7, 5, 3]], 3, always=[2])
+    (2, 5, 7)
+  """
+  if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    raise ValueError(f"k must be an integer >= 1; got {k!r}")
+  chosen = list(dict.fromkeys(int(i) for i in always))
+  if len(chosen) > k:
+    raise ValueError(f"always has {len(chosen)} ids, more than k={k}")
+  counts = Counter(int(t) for seq in sequences for t in seq)
+  for token, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+    if len(chosen) >= k:
+      break
+    if token not in chosen:
+      chosen.append(token)
+  return tuple(sorted(chosen))
+
+
+def restrict_head(config: ModelConfig, token_ids: Iterable[int],
+                  name: str | None = None) -> ModelConfig:
+  """``config`` with its tied head restricted to ``token_ids`` (module doc).
+
+  The parameters do not change (the head reads the listed rows of the
+  embedding); export the pair with :func:`dspec_models.pretrained.export_pretrained`
+  and ``config.json`` records the ids (``dspec_head_token_ids``).
+
+  Raises:
+    ValueError: for ids that are not distinct token ids of the vocabulary, a
+      list of the whole vocabulary, or a model without a tied llama/gpt2 head.
+  """
+  ids = sorted(int(i) for i in token_ids)
+  if not ids:
+    raise ValueError("token_ids must not be empty")
+  if len(set(ids)) != len(ids):
+    raise ValueError("token_ids must be distinct")
+  return dataclasses.replace(config, head_token_ids=tuple(ids),
+                             name=name or f"{config.name}-head{len(ids)}")

@@ -85,6 +85,10 @@ def _first_id(value) -> Optional[int]:
   return None if value is None else int(value)
 
 
+# config.json key of ModelConfig.head_token_ids (a draft head restricted to these tokens).
+HEAD_TOKEN_IDS_KEY = "dspec_head_token_ids"
+
+
 def config_from_hf(hf: dict, name: str, *, bos_id: int, eos_id: int, pad_id: int,
                    dtype: str = "float32") -> ModelConfig:
   """A :class:`ModelConfig` from a Hugging Face ``config.json`` dict.
@@ -100,6 +104,8 @@ def config_from_hf(hf: dict, name: str, *, bos_id: int, eos_id: int, pad_id: int
   model_type = hf.get("model_type")
   common = dict(name=name, family="decoder_only", vocab_size=int(hf["vocab_size"]),
                 bos_id=bos_id, eos_id=eos_id, pad_id=pad_id, param_dtype=dtype, dtype=dtype)
+  if hf.get(HEAD_TOKEN_IDS_KEY):   # a restricted draft head (this package's own key)
+    common["head_token_ids"] = tuple(int(i) for i in hf[HEAD_TOKEN_IDS_KEY])
   if model_type in LLAMA_TYPES:
     rope = hf.get("rope_scaling") or {}
     params = hf.get("rope_parameters") or {}
@@ -255,6 +261,9 @@ def config_to_hf(config: ModelConfig, tokenizer_ids: dict) -> dict:
   if config.param_dtype not in ("float32", "float16"):
     raise ValueError(f"export needs float32 or float16 parameters; got {config.param_dtype}")
   out["torch_dtype"] = config.param_dtype
+  if config.head_token_ids:
+    # Not a Hugging Face field: other readers see the full tied head (every token scored).
+    out[HEAD_TOKEN_IDS_KEY] = list(config.head_token_ids)
   out.update(ids)
   return out
 
