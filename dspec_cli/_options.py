@@ -65,3 +65,49 @@ def options_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
       kwargs[f.name] = getattr(args, f.name)
   kwargs.update(fixed)
   return cls(**kwargs)
+
+
+def add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+  """``--coordinator`` / ``--num-processes`` / ``--process-id``: one process of a multi-host job
+  (:mod:`dspec_models.training.distributed`; added once, by ``dspec_cli.main``, to every
+  command that builds a device mesh)."""
+  group = parser.add_argument_group(
+    "multi-host (every process runs the same command; see dspec_models.training.distributed)"
+  )
+  group.add_argument(
+    "--coordinator",
+    default=None,
+    metavar="HOST:PORT",
+    help="address of process 0, which serves the coordinator (default: $JAX_COORDINATOR_ADDRESS)",
+  )
+  group.add_argument(
+    "--num-processes",
+    type=int,
+    default=None,
+    metavar="N",
+    help="processes of the job (default: $JAX_NUM_PROCESSES; unset: a single process)",
+  )
+  group.add_argument(
+    "--process-id",
+    type=int,
+    default=None,
+    metavar="I",
+    help="this process's index in [0, N) (default: $JAX_PROCESS_ID)",
+  )
+
+
+def initialize_distributed(args: argparse.Namespace) -> None:
+  """Joins the multi-host job of ``args``'s flags (or environment), before any JAX computation;
+  nothing for a single process.  ValueError (one line) naming a bad flag."""
+  if not hasattr(args, "num_processes"):
+    return
+  from dspec_models.training import distributed
+
+  try:
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  except ValueError as err:
+    text = str(err)
+    for name in ("coordinator", "num_processes", "process_id"):
+      if text.startswith(name + " "):
+        text = "--" + name.replace("_", "-") + text[len(name) :]
+    raise ValueError(text) from None

@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "dspec_cli.sd",
     "dspec_cli.exp",
 )
+# The commands that build a device mesh: they get the multi-host flags (--coordinator ...).
+MESH_COMMANDS = ("train", "distill", "sd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
   subparsers.required = True
   for name in COMMAND_MODULES:
     importlib.import_module(name).add_parser(subparsers)
+  from dspec_cli._options import add_distributed_flags
+
+  for command in MESH_COMMANDS:
+    add_distributed_flags(subparsers.choices[command])
   return parser
 
 
@@ -67,7 +73,10 @@ def run_dir_overrides(args: argparse.Namespace, out: str) -> dict:
   if args.fresh and extend is not None:
     raise ValueError("--fresh and --extend-steps exclude each other")
   if args.fresh:
-    removed = rundir.clear_run(out)
+    from dspec_models.training.distributed import barrier, is_primary
+
+    removed = rundir.clear_run(out) if is_primary() else []  # multi-host: process 0 clears
+    barrier("dspec --fresh")
     if removed:
       print(f"--fresh: removed {', '.join(removed)} from {out}", file=sys.stderr)
     return {}
@@ -94,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
+    from dspec_cli._options import initialize_distributed
+
+    initialize_distributed(args)  # multi-host flags (train, distill, sd); before any JAX work
     return int(args.func(args) or 0)
   except ValueError as err:
     print(f"dspec {args.command}: error: {_one_line(err)}", file=sys.stderr)

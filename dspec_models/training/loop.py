@@ -28,6 +28,7 @@ import numpy as np
 
 from dspec_models.training import checkpoint as ckpt
 from dspec_models.training import rundir
+from dspec_models.training.distributed import is_primary
 from dspec_theory import validation as v
 
 LOG_WINDOW_KEY = "log_window"
@@ -79,13 +80,15 @@ def init_or_resume(run_dir: Path | str, init_state: ckpt.TrainState, *,
   state, _, manager = ckpt.find_resumable(run_dir, init_state, sharding=sharding,
                                           max_to_keep=max_to_keep)
   if state is None:
-    rundir.truncate_metrics(run_dir, -1)  # records of an attempt that never checkpointed
+    if is_primary():  # several processes (multi-host): process 0 writes the records
+      rundir.truncate_metrics(run_dir, -1)  # records of an attempt that never checkpointed
     return init_state, manager, False
   if not np.array_equal(np.asarray(state.rng_key, np.uint32),
                         np.asarray(init_state.rng_key, np.uint32)):
     raise ValueError(f"run_dir {str(run_dir)!r} holds a run with another seed "
                      "(its checkpoint's rng_key differs); use a new run directory")
-  rundir.truncate_metrics(run_dir, state.step)
+  if is_primary():
+    rundir.truncate_metrics(run_dir, state.step)
   return state, manager, True
 
 
@@ -109,6 +112,13 @@ def run_training(run_dir: Path | str, state: ckpt.TrainState, step_fn: StepFn,
   from tqdm.auto import tqdm
 
   run_dir = Path(run_dir)
+  writer = is_primary()  # multi-host: process 0 writes metrics.jsonl and the plots
+  if not writer:
+    plot_fn = None
+
+  def append_metrics(run_dir: Path, record: dict) -> None:
+    if writer:
+      rundir.append_metrics(run_dir, record)
 
   def evaluate(st: ckpt.TrainState) -> None:
     if eval_fn is None:
@@ -117,7 +127,7 @@ def run_training(run_dir: Path | str, state: ckpt.TrainState, step_fn: StepFn,
     record = {"event": "eval", "step": int(st.step)}
     record.update(eval_fn(st))
     record["eval_seconds"] = time.perf_counter() - t0
-    rundir.append_metrics(run_dir, record)
+    append_metrics(run_dir, record)
     if plot_fn is not None:
       plot_fn(run_dir)
 
@@ -156,7 +166,7 @@ def run_training(run_dir: Path | str, state: ckpt.TrainState, step_fn: StepFn,
         if "tokens" in window:
           record["tokens_per_s"] = float(np.sum(window["tokens"])) / elapsed
         record["steps_per_s"] = len(window.get("loss", [0])) / elapsed
-        rundir.append_metrics(run_dir, record)
+        append_metrics(run_dir, record)
         postfix = {"loss": f"{record['loss']:.4f}"}
         if "tokens_per_s" in record:
           postfix["tok/s"] = f"{record['tokens_per_s']:.0f}"

@@ -27,20 +27,21 @@ sharded arrays; a run resumes onto the shardings of its current
 The mesh axis type is ``Auto`` (jax 0.10's ``jax.make_mesh`` defaults to
 explicit axes, which would require sharding annotations in the model code).
 
-Multi-host (several processes, e.g. one per GPU host or TPU VM): call
-``jax.distributed.initialize(coordinator_address="host0:PORT",
-num_processes=P, process_id=i)`` in every process before any other JAX call
-(on managed clusters -- SLURM, TPU pods, Kubernetes with the JAX operator --
-the arguments are discovered and ``jax.distributed.initialize()`` suffices; on
-CPU set ``jax.config.update("jax_cpu_collectives_implementation", "gloo")``
-first).  ``jax.devices()`` then lists the devices of all processes,
-:func:`data_mesh` spans them, and every process runs the same program on the
-same global batch: :func:`shard_batch` places the rows of each process's own
-devices (``jax.make_array_from_callback``), so no process needs another's data.
-Tested with two local CPU processes and :func:`dspec_models.training.step.make_update_step`
-(``tests/test_training_fsdp.py``); the ``dspec`` CLI does not call ``initialize``
-(use a Python driver), and the run loop's files (checkpoints, ``metrics.jsonl``)
-have not been written from several processes.
+Multi-host (several processes, e.g. one per GPU host or TPU VM):
+:func:`dspec_models.training.distributed.initialize` (the ``--coordinator
+HOST:PORT --num-processes N --process-id I`` flags of ``dspec train`` /
+``dspec distill`` / ``dspec sd``, or ``JAX_COORDINATOR_ADDRESS`` /
+``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``) calls
+``jax.distributed.initialize`` in every process before any other JAX work
+(gloo collectives on CPU).  ``jax.devices()`` then lists the devices of all
+processes, :func:`data_mesh` spans them, and every process runs the same
+program on the same global batch: :func:`shard_batch` places the rows of each
+process's own devices (``jax.make_array_from_callback``), so no process needs
+another's data.  Process 0 writes ``metrics.jsonl`` and the plots; checkpoints
+are written by all together (a run directory that every host sees).  Tested
+with two local CPU processes: :func:`dspec_models.training.step.make_update_step`
+(``tests/test_training_fsdp.py``) and ``dspec train`` with 2 processes x 2
+devices against 1 process x 4 devices (``tests/test_multihost.py``).
 """
 
 from __future__ import annotations
