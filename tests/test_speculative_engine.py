@@ -116,6 +116,39 @@ def test_greedy_batch_of_one_unconditional_decoder_equals_argmax_chain():
   assert seq[-1] == EOS_ID or len(seq) == MAX_NEW
 
 
+def test_greedy_verify_equals_the_sampler_on_one_hot_distributions():
+  """The T = 0 shortcut returns what speculative_step returns for p, q = probs_from_logits(., 0).
+
+  Small vocabulary with many argmax coincidences (drafts copied from the
+  target's argmaxes with probability 1/2), every num_draft in [0, gamma], and
+  several sampler keys per case: the sampler's uniforms and final draw must
+  not matter at T = 0.
+  """
+  from dspec_theory.sampler import probs_from_logits, speculative_step
+
+  rng = np.random.default_rng(0)
+  gamma, vocab, cases = 4, 5, 60
+  logits = rng.normal(size=(cases, gamma + 1, vocab))
+  argmax = logits.argmax(-1)
+  drafts = np.where(rng.random((cases, gamma)) < 0.5, argmax[:, :gamma],
+                    rng.integers(0, vocab, (cases, gamma))).astype(np.int32)
+  num_draft = rng.integers(0, gamma + 1, cases).astype(np.int32)
+  n, tokens = sd._greedy_verify(jax.numpy.asarray(drafts), jax.numpy.asarray(logits),
+                                jax.numpy.asarray(num_draft))
+  q = probs_from_logits(jax.nn.one_hot(drafts, vocab) * 3.0, 0.0)
+  p = probs_from_logits(jax.numpy.asarray(logits), 0.0)
+  seen = set()
+  for seed in range(3):
+    keys = jax.random.split(jax.random.PRNGKey(seed), cases)
+    ref = jax.vmap(lambda k, d, dq, tp, nd: speculative_step(k, d, dq, tp, num_draft=nd))(
+        keys, jax.numpy.asarray(drafts), q, p, jax.numpy.asarray(num_draft))
+    np.testing.assert_array_equal(np.asarray(n), np.asarray(ref.num_accepted))
+    np.testing.assert_array_equal(np.asarray(tokens), np.asarray(ref.tokens))
+    seen |= {(int(a), int(b)) for a, b in zip(np.asarray(n), num_draft)}
+  # Both outcomes occur: rejections (n < num_draft) and fully kept drafts (n = num_draft > 0).
+  assert any(a < b for a, b in seen) and any(a == b > 0 for a, b in seen)
+
+
 @pytest.mark.slow
 def test_self_draft_accepts_everything_at_temperature_one():
   """q = p: every draft is accepted (u q < p for u < 1), tau = gamma + 1 per full block."""
