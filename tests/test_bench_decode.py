@@ -58,12 +58,14 @@ def test_bench_runs_on_tiny_models(tmp_path, capsys):
       "2,6",
       "--gamma",
       "3",
+      "--clock",
+      "process",
       "--out",
       str(tmp_path),
     ]
   )
   printed = capsys.readouterr().out
-  assert "1: limit/t_step" in printed and "tiny" in printed
+  assert "1: limit/t_step" in printed and "tiny" in printed and "process clock" in printed
   (row,) = report["rows"]
   for key in (
     "step_over_limit",
@@ -81,3 +83,20 @@ def test_bench_runs_on_tiny_models(tmp_path, capsys):
   assert np.isclose(row["weights_mb"] * 1e6, 4 * lm.count_params(lm.abstract_params(cfg)))
   saved = json.loads((tmp_path / "bench_decode.json").read_text())
   assert saved["rows"][0]["model"] == "tiny" and saved["gamma"] == 3
+  assert saved["clock"] == "process"
+
+
+def test_clock_names():
+  import time
+
+  import pytest
+
+  from dspec_models.measure.timing import get_clock, time_call
+
+  assert get_clock("wall") is time.perf_counter and get_clock("process") is time.process_time
+  with pytest.raises(ValueError, match="clock"):
+    get_clock("cpu")
+  # process time counts work: a busy loop of ~0.05 s shows up, a sleep does not
+  busy = time_call(lambda: sum(i * i for i in range(300_000)), "process")
+  slept = time_call(lambda: time.sleep(0.05), "process")
+  assert busy > 0 and slept < 0.02

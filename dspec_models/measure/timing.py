@@ -43,11 +43,31 @@ from dspec_models.measure.stats import spread
 from dspec_theory import validation as v
 
 
-def time_call(fn: Callable[[], Any]) -> float:
-  """Seconds of one call of ``fn`` (waits for its result)."""
-  start = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def get_clock(name: str) -> Callable[[], float]:
+  """The timer of a clock name: ``"wall"`` (``time.perf_counter``, the default everywhere)
+  or ``"process"`` (``time.process_time``: CPU seconds of this process, all its threads).
+
+  Process time counts the work done, not the time other jobs took the cores away, so
+  ratios of it stay meaningful on a loaded shared machine; on a quiet one it exceeds
+  wall time where XLA runs a call on several threads.
+
+  >>> get_clock("process") is time.process_time
+  True
+  """
+  if name not in CLOCKS:
+    raise ValueError(f"clock must be one of {sorted(CLOCKS)}; got {name!r}")
+  return CLOCKS[name]
+
+
+def time_call(fn: Callable[[], Any], clock: str = "wall") -> float:
+  """Seconds of one call of ``fn`` (waits for its result) on ``clock`` (:func:`get_clock`)."""
+  timer = get_clock(clock)
+  start = timer()
   jax.block_until_ready(fn())
-  return time.perf_counter() - start
+  return timer() - start
 
 
 def warm_samples(fn: Callable[[], Any], repeats: int) -> list[float]:
@@ -87,8 +107,10 @@ class CallTimer:
   """
 
   def __init__(self, config: ModelConfig, params: Any, inputs: Any, *, k: int, cache_len: int,
-               span: int):
+               span: int, clock: str = "wall"):
     k, span = v.check_int("k", k, 1), v.check_int("span", span, 1)
+    get_clock(clock)
+    self.clock = clock
     if inputs is not None:
       inputs = jnp.asarray(np.asarray(inputs, np.int32))
     prefix = 0 if (config.is_encoder_decoder or inputs is None) else int(inputs.shape[1])
@@ -106,8 +128,8 @@ class CallTimer:
 
   def sample(self) -> None:
     """One paired timing: ``(t(n2) - t(n1)) / (n2 - n1)`` seconds per call."""
-    t1 = time_call(self.run[self.n1])
-    t2 = time_call(self.run[self.n2])
+    t1 = time_call(self.run[self.n1], self.clock)
+    t2 = time_call(self.run[self.n2], self.clock)
     self.estimates.append((t2 - t1) / (self.n2 - self.n1))
 
   def result(self) -> dict:
@@ -115,13 +137,13 @@ class CallTimer:
     if not seconds > 0:
       # The machine was too busy for the difference to be positive: fall back
       # to the plain per-call time of the long run (includes the set-up once).
-      seconds = float(np.median([time_call(self.run[self.n2])
+      seconds = float(np.median([time_call(self.run[self.n2], self.clock)
                                  for _ in range(len(self.estimates))])) / self.n2
     return {"seconds": seconds, "spread": spread(self.estimates), "calls": [self.n1, self.n2]}
 
 
 def engine_iteration_seconds(run: Callable[[int], Any], lengths: Sequence[int],
-                             repeats: int) -> dict:
+                             repeats: int, clock: str = "wall") -> dict:
   """Seconds per engine loop iteration: ``(t(n2) - t(n1)) / (it(n2) - it(n1))`` per repeat.
 
   Args:
@@ -129,6 +151,7 @@ def engine_iteration_seconds(run: Callable[[int], Any], lengths: Sequence[int],
       each length compiles once, untimed).
     lengths: ``(n1, n2)``, ``n1 < n2``: the two ``max_new_tokens``.
     repeats: paired timings (the two lengths alternate); the median is reported.
+    clock: ``"wall"`` or ``"process"`` (:func:`get_clock`).
 
   Returns:
     ``{"seconds": median, "estimates": per repeat, "iterations": [it(n1), it(n2)]}``
@@ -148,13 +171,14 @@ def engine_iteration_seconds(run: Callable[[int], Any], lengths: Sequence[int],
   if not n1 < n2:
     raise ValueError(f"lengths must be (n1, n2) with n1 < n2; got {tuple(lengths)}")
   repeats = v.check_int("repeats", repeats, 1)
+  get_clock(clock)
   iters = [int(np.asarray(jax.block_until_ready(run(n)).loop_iterations)) for n in (n1, n2)]
   if iters[1] == iters[0]:
     return {"seconds": None, "estimates": [], "iterations": iters}
   estimates = []
   for _ in range(repeats):
-    t1 = time_call(lambda: run(n1))
-    t2 = time_call(lambda: run(n2))
+    t1 = time_call(lambda: run(n1), clock)
+    t2 = time_call(lambda: run(n2), clock)
     estimates.append((t2 - t1) / (iters[1] - iters[0]))
   return {"seconds": float(np.median(estimates)), "estimates": estimates, "iterations": iters}
 
