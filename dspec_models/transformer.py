@@ -154,6 +154,24 @@ class EncoderStack(nn.Module):
     return RMSNorm(cfg, name="final_norm")(x)
 
 
+def tied_logits(h: Array, embedding: Array, dtype) -> Array:
+  """``h E^T`` for ``h [..., d]`` and the tied embedding ``E [V, d]``, in ``dtype``.
+
+  Same product as flax's ``nn.Embed.attend`` (``jnp.dot(h, E.T)``), written as
+  one ``dot_general`` contracting ``E``'s last axis: with the explicit
+  transpose, XLA's CPU backend compiled the 1-row product of a decode step as a
+  loop fusion that re-reads ``E`` through a transposed copy (about 20% slower
+  for SmolLM2's ``[49152, 576]`` head, in CPU time), while this form reads it
+  as stored.
+
+  >>> e = jnp.arange(6.0).reshape(3, 2)
+  >>> tied_logits(jnp.ones((1, 1, 2)), e, jnp.float32).tolist()
+  [[[1.0, 5.0, 9.0]]]
+  """
+  h = h.astype(dtype)
+  return jax.lax.dot_general(h, embedding.astype(dtype), (((h.ndim - 1,), (1,)), ((), ())))
+
+
 class _LogitsMixin:
   """Output projection: tied (``h E^T / sqrt(d)``) or a separate ``lm_head``."""
 
@@ -168,7 +186,7 @@ class _LogitsMixin:
   def _logits(self, h: Array) -> Array:
     cfg = self.config
     if cfg.tie_embeddings:
-      logits = self.embed.attend(h) / math.sqrt(cfg.d_model)
+      logits = tied_logits(h, self.embed.embedding, cfg.jnp_dtype) / math.sqrt(cfg.d_model)
     else:
       logits = self.lm_head(h)
     return logits.astype(cfg.float_dtype)
@@ -324,7 +342,8 @@ class PretrainedDecoderLM(nn.Module):
     if cfg.head_token_ids:
       logits = self._restricted_head(h)
     else:
-      logits = self.embed.attend(h) if cfg.tie_embeddings else self.lm_head(h)
+      logits = (tied_logits(h, self.embed.embedding, cfg.jnp_dtype) if cfg.tie_embeddings
+              else self.lm_head(h))
     logits = logits.astype(cfg.float_dtype)
     if cache is None:
       return logits, None

@@ -189,3 +189,24 @@ def test_sd_engine_stops_at_the_models_eos_not_token_1():
   with pytest.raises(ValueError, match="special tokens"):
     speculative_generate((cfg, params), (bad, draft_params), inputs, gamma=3, temperature=1.0,
                          max_new_tokens=max_new, key=key)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tied_logits_is_flax_attend(dtype):
+  """transformer.tied_logits (one dot_general) equals flax's nn.Embed.attend, h @ E^T."""
+  import flax.linen as nn
+  import jax.numpy as jnp
+
+  from dspec_models.transformer import tied_logits
+
+  rng = np.random.default_rng(0)
+  emb = jnp.asarray(rng.normal(size=(37, 8)), jnp.float32)
+  for shape in [(1, 1, 8), (2, 3, 8)]:
+    h = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    module = nn.Embed(37, 8, dtype=jnp.dtype(dtype))
+    ref = module.apply({"params": {"embedding": emb}}, h, method="attend")
+    got = tied_logits(h, emb, jnp.dtype(dtype))
+    assert got.shape == shape[:-1] + (37,) and got.dtype == ref.dtype
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref, np.float32),
+                               rtol=tol, atol=tol * 8)
