@@ -1,12 +1,17 @@
 """``dspec exp``: the paper's results by command, our numbers beside the paper's.
 
   dspec exp list                                   # experiments, paper reference, title
-  dspec exp NAME --scale tiny|cpu|paper [--out DIR]
+  dspec exp NAME --scale tiny|cpu|paper [--out DIR] [--task TASK]
   dspec exp report [--results experiments/results]  # REPORT.md + report.html, no recomputation
 
 ``tiny`` runs in seconds (the test suite runs it for every experiment); ``cpu``
 is the scale whose results are committed under ``experiments/results/NAME``;
 ``paper`` is the paper's configuration, for accelerators.
+
+``--task`` (speedup_table and kd_algorithms): another task than En-De
+(dspec_lm_ptb for LM1B, dspec_summarize_debian for XSum, dspec_math_gsm for
+GSM8K), each with its own smaller pair (experiments.pairs.TASK_SCALES); the
+committed results live in experiments/results/NAME/<ptb|debian|gsm>.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ def add_parser(subparsers) -> None:
     default=None,
     help="output folder (default results/exp/NAME-SCALE; the committed cpu results live in"
     " experiments/results/NAME)",
+  )
+  e.add_argument(
+    "--task",
+    default=None,
+    help="speedup_table, kd_algorithms: the task of the shared pair (default"
+    " dspec_translate_en_de; dspec_lm_ptb, dspec_summarize_debian, dspec_math_gsm)",
   )
   e.add_argument(
     "--results",
@@ -53,8 +64,20 @@ def run(args) -> int:
     print(f"wrote {md} and {page}")
     return 0
   mod = experiments.load(args.name)
-  cfg = mod.config(base.check_scale(args.scale))
-  out = args.out or os.path.join("results", "exp", f"{args.name}-{args.scale}")
+  scale = base.check_scale(args.scale)
+  suffix = ""
+  if args.task is None:
+    cfg = mod.config(scale)
+  else:
+    import dataclasses
+
+    from experiments.pairs import task_label
+
+    if "task" not in {f.name for f in dataclasses.fields(mod.Config)}:
+      raise ValueError(f"--task: experiment {args.name!r} runs only the En-De task")
+    cfg = mod.config(scale, task=args.task)
+    suffix = "" if cfg.task is None else f"-{task_label(cfg.task)}"
+  out = args.out or os.path.join("results", "exp", f"{args.name}-{args.scale}{suffix}")
   result = mod.run(cfg, out)
   from dspec_cli._table import format_table
 

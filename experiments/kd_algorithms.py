@@ -8,7 +8,10 @@ one printed number for the WMT analogue of our task: Table D.1's WMT T = 1,
 gamma = 7 row (tau 3.54 without distillation, 3.85 with the best method).
 
 Ours: the Table 1 presets distilled from the shared En-De pair
-(:func:`experiments.pairs.preset_runs`); "before" is every run's step-0
+(:func:`experiments.pairs.preset_runs`), or with ``task`` (``dspec exp
+kd_algorithms --task T``) from another task's smaller pair, compared with Table
+D.1's row of the dataset it stands in for
+(:data:`experiments.speedup_table.TASK_DATASETS`); "before" is every run's step-0
 evaluation (the undistilled draft; the evaluations use the same held-out
 inputs and the same key, so it is one number for all five runs), "after" is the
 last evaluation.  tau is the measurement core's ``tau_mean_of_ratios`` (the
@@ -22,11 +25,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from experiments import base
+from experiments import base, paper_tables
+from experiments.speedup_table import TASK_DATASETS, TASK_NAMES, check_task, task_module
 from experiments import trajectories as tj
 
 NAME = "kd_algorithms"
@@ -63,6 +67,14 @@ class Config(base.RunsConfig):
     default="tau_mean_of_ratios",
     metadata={"help": "cell field used as tau (tau_mean_of_ratios: the paper's C.4 average)"},
   )
+  task: Optional[str] = dataclasses.field(
+    default=None,
+    metadata={
+      "help": "task of the shared pair (None: dspec_translate_en_de, the WMT stand-in;"
+      " dspec_lm_ptb, dspec_summarize_debian, dspec_math_gsm run at their own smaller scale,"
+      " experiments.pairs.TASK_SCALES)"
+    },
+  )
 
   def __post_init__(self):
     super().__post_init__()
@@ -70,11 +82,35 @@ class Config(base.RunsConfig):
       raise ValueError(
         f"tau_field must be tau_mean_of_ratios or tau_ratio_of_totals; got {self.tau_field!r}"
       )
+    if self.task is not None:
+      check_task(self.task)
 
 
-def config(scale: str) -> Config:
+def config(scale: str, task: Optional[str] = None) -> Config:
   base.check_scale(scale)
-  return Config(scale=scale)
+  task = None if task is None or check_task(task) == check_task(None) else task
+  return Config(scale=scale, task=task)
+
+
+def paper_row(task: Optional[str], temperature: float = 1.0, gamma: int = 7) -> dict:
+  """Table D.1's printed ``tau_raw``, ``tau_kd`` and best method of ``task``'s dataset.
+
+  Example:
+    >>> paper_row(None)["tau_kd"], paper_row("dspec_lm_ptb")["tau_raw"]
+    (3.85, 3.1)
+  """
+  ds = TASK_DATASETS[check_task(task)]
+  for r in paper_tables.TABLE_D1:
+    if r.dataset == ds and r.temperature == int(round(temperature)):
+      i = paper_tables.GAMMAS.index(int(gamma))
+      return {
+        "dataset": ds,
+        "tau_raw": r.tau_raw[i],
+        "tau_kd": r.tau_kd[i],
+        "method": r.method[i],
+        "ref": "Table D.1",
+      }
+  raise ValueError(f"Table D.1 has no {ds} row at T={temperature:g}")
 
 
 def before_after(trajs: dict, tau_field: str) -> dict:
@@ -152,7 +188,9 @@ def _findings(table: dict, key: str, cfg: Config, cell: tuple) -> list[dict]:
   before = table[names[0]][key]["before"]
   findings = []
 
-  # 1. Every algorithm improves tau; the printed WMT row.
+  task = check_task(cfg.task)
+  ds, ours_name = TASK_DATASETS[task], TASK_NAMES[task]
+  # 1. Every algorithm improves tau; the printed Table D.1 row.
   best, best_after = rank[0]
   rel = best_after["value"] / before["value"] - 1
   n_pos = sum(gains[n]["value"] > 0 for n in names)
@@ -161,11 +199,12 @@ def _findings(table: dict, key: str, cfg: Config, cell: tuple) -> list[dict]:
   )
   mg = mean_gain(table, key)
   resolved = n_sig > 0 or (mg["se"] is not None and mg["value"] > TWO_SE * mg["se"])
-  p = PAPER_WMT_T1_G7
+  p = PAPER_WMT_T1_G7 if ds == "WMT" else paper_row(task)
   findings.append(
     base.finding(
-      f"Distillation raises tau for every algorithm ({where}; Figure 2, Table D.1 WMT row)",
-      f"WMT T=1 gamma=7: tau {p['tau_raw']:.2f} -> {p['tau_kd']:.2f} ({p['method']}, "
+      f"Distillation raises tau for every algorithm ({where}; Figure 2, Table D.1 {ds} row;"
+      f" {ours_name} here)",
+      f"{ds} T=1 gamma=7: tau {p['tau_raw']:.2f} -> {p['tau_kd']:.2f} ({p['method']}, "
       f"{p['tau_kd'] / p['tau_raw'] - 1:+.1%}); every algorithm above the undistilled draft",
       f"before {tj.fmt(before)}; gains "
       + ", ".join(f"{lab[n]} {tj.fmt(gains[n])}" for n in names)
@@ -186,16 +225,28 @@ def _findings(table: dict, key: str, cfg: Config, cell: tuple) -> list[dict]:
     lowest_other = min(others, key=lambda e: e["value"])
     lowest = pos == len(names)
     sep = _resolved(sup, lowest_other)
+    if ds == "WMT":
+      verdict = "not reproduced" if lowest else "reproduced in direction"
+      why = (
+        "SupervisedKD is the lowest here, unlike the paper's WMT panel (like its other tasks)"
+        if lowest
+        else "SupervisedKD is not the lowest, as in the paper's WMT panel"
+      )
+    else:
+      verdict = "reproduced in direction" if lowest else "not reproduced"
+      why = (
+        f"SupervisedKD is the lowest here, as in the paper's non-WMT panels ({ds})"
+        if lowest
+        else f"SupervisedKD is not the lowest, unlike the paper's {ds} panel"
+      )
     findings.append(
       base.finding(
         f"SupervisedKD (fixed data) ranks lowest, except on WMT ({where}; Figure 2)",
-        PAPER_CLAIMS["supervised_lowest"] + "; our En-De task is the WMT analogue",
+        PAPER_CLAIMS["supervised_lowest"] + f"; our {ours_name} task is the {ds} analogue",
         f"SupervisedKD ranks {pos} of {len(names)}: {tj.fmt(sup)} vs the lowest other"
         f" {tj.fmt(lowest_other)} (difference {'beyond' if sep else 'within'} 2 se)",
-        "not reproduced" if lowest else "reproduced in direction",
-        "SupervisedKD is the lowest here, unlike the paper's WMT panel (like its other tasks)"
-        if lowest
-        else "SupervisedKD is not the lowest, as in the paper's WMT panel",
+        verdict,
+        why,
       )
     )
 
@@ -245,8 +296,16 @@ def _findings(table: dict, key: str, cfg: Config, cell: tuple) -> list[dict]:
       )
     )
 
-  # 5. The other cells (Figures D.2-D.7).
+  # 5. The other cells (Figures D.2-D.7).  A degenerate cell (every before and after the same
+  # value with se 0: one sequence for every evaluation input) measures nothing; left out.
   all_keys = sorted({k for cells in table.values() for k in cells})
+  degenerate = {
+    k
+    for k in all_keys
+    if len({c[k][w]["value"] for c in table.values() if k in c for w in ("before", "after")}) == 1
+    and all(not c[k][w]["se"] for c in table.values() if k in c for w in ("before", "after"))
+  }
+  table = {n: {k: c for k, c in cells.items() if k not in degenerate} for n, cells in table.items()}
   n_cells = sum(len(cells) for cells in table.values())
   pos_cells = sum(c["gain"]["value"] > 0 for cells in table.values() for c in cells.values())
   sig_cells = sum(
@@ -280,24 +339,34 @@ def _findings(table: dict, key: str, cfg: Config, cell: tuple) -> list[dict]:
       f"{pos_cells} of {n_cells} gains positive, {sig_cells} above 2 se, {neg_sig} below -2 se;"
       f" mean gain over gamma: {leaders}",
       "reproduced in direction" if ok else "not reproduced",
-      "every gain positive and the paper's leaders lead"
-      if ok
-      else "; ".join(
-        why
-        for bad, why in (
-          (pos_cells < n_cells, f"{n_cells - pos_cells} gain(s) not positive"),
-          (bool(by_temp.get(1.0)) and t1_top != {"fdistill", "gkd"}, "T=1 leaders differ"),
-          (0.0 in by_temp and t0_top != "gkd", "GKD does not lead at T=0"),
+      (
+        "every gain positive and the paper's leaders lead"
+        if ok
+        else "; ".join(
+          why
+          for bad, why in (
+            (pos_cells < n_cells, f"{n_cells - pos_cells} gain(s) not positive"),
+            (bool(by_temp.get(1.0)) and t1_top != {"fdistill", "gkd"}, "T=1 leaders differ"),
+            (0.0 in by_temp and t0_top != "gkd", "GKD does not lead at T=0"),
+          )
+          if bad
         )
-        if bad
+        + f" ({sig_cells} of {n_cells} gains resolved beyond 2 se)"
       )
-      + f" ({sig_cells} of {n_cells} gains resolved beyond 2 se)",
+      + (
+        f"; {len(degenerate)} degenerate cell(s) left out ({', '.join(sorted(degenerate))}: every"
+        " evaluation input gives one sequence, tau the same with se 0 before and after)"
+        if degenerate
+        else ""
+      ),
     )
   )
   return findings
 
 
-def _plot(table: dict, key: str, cell: tuple, tau_field: str, path: str) -> None:
+def _plot(
+  table: dict, key: str, cell: tuple, tau_field: str, path: str, task: Optional[str] = None
+) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
@@ -328,7 +397,9 @@ def _plot(table: dict, key: str, cell: tuple, tau_field: str, path: str) -> None
   ax0.set_ylim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
   ax0.set_xticks(x, [tj.LABELS[n] for n in names])
   ax0.set_ylabel(f"tau ({tau_field})")
-  ax0.set_title(f"Figure 2 analogue (En-De): T={cell[0]:g}, gamma={cell[1]}")
+  ax0.set_title(
+    f"Figure 2 analogue ({TASK_NAMES[check_task(task)]}): T={cell[0]:g}, gamma={cell[1]}"
+  )
   ax0.legend(fontsize=8)
   keys = sorted(
     {k for n in names for k in table[n]},
@@ -359,14 +430,17 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
   from dspec_models.measure.acceptance import cell_key
 
   start = time.perf_counter()
-  trajs = tj.preset_trajectories(cfg.scale, cfg.runs_root, out_dir)
+  trajs = tj.preset_trajectories(cfg.scale, cfg.runs_root, out_dir, cfg.task)
   first = next(iter(trajs.values()))
   cell = tj.headline_cell(first, cfg.temperature, cfg.gamma)
   key = cell_key(*cell)
   table = before_after(trajs, cfg.tau_field)
   findings = _findings(table, key, cfg, cell)
   os.makedirs(out_dir, exist_ok=True)
-  _plot(table, key, cell, cfg.tau_field, os.path.join(out_dir, FIGURE))
+  _plot(table, key, cell, cfg.tau_field, os.path.join(out_dir, FIGURE), cfg.task)
+  from experiments import pairs
+
+  pair = pairs.pair_scale(cfg.scale, cfg.task)
   data = {
     "headline_cell": {"temperature": cell[0], "gamma": cell[1], "key": key},
     "tau_field": cfg.tau_field,
@@ -377,9 +451,13 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
     "cells": table,
     "paper": {"wmt_t1_g7": PAPER_WMT_T1_G7, "claims": PAPER_CLAIMS},
   }
+  if cfg.task is not None:
+    data["task"] = pair.task
+    data["pair_scale"] = dataclasses.asdict(pair)
+    data["paper"]["task_t1_g7"] = paper_row(cfg.task)
   return base.write_result(
     out_dir,
-    module=__import__(__name__, fromlist=["NAME"]),
+    module=task_module(__import__(__name__, fromlist=["NAME"]), cfg.task),
     config=cfg,
     data=data,
     findings=findings,

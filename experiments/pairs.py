@@ -63,6 +63,10 @@ class PairScale:
     default=0, metadata={"help": "PRNG seed of the draft's SFT (the target's is 0)"}
   )
   model_overrides: tuple = dataclasses.field(default=(), metadata={"help": "ModelConfig overrides"})
+  target_overrides: tuple = dataclasses.field(
+    default=(),
+    metadata={"help": "ModelConfig overrides of the target only (after model_overrides)"},
+  )
   train_limit: Optional[int] = dataclasses.field(
     default=None, metadata={"help": "first N training examples only (None: all)"}
   )
@@ -97,6 +101,10 @@ class PairScale:
   )
   large_target_steps: int = dataclasses.field(
     default=1500, metadata={"help": "SFT steps, larger target (Figure D.1's T5-XXL role)"}
+  )
+  max_lengths: Optional[tuple] = dataclasses.field(
+    default=None,
+    metadata={"help": "(max input, max target) tokens of the SFT runs (None: the task's default)"},
   )
 
   def __post_init__(self):
@@ -155,7 +163,116 @@ PAIR_SCALES: dict[str, PairScale] = {
   ),
 }
 
-_TASK_DIRS = {"dspec_translate_en_de": "en_de"}
+# The other three real tasks (issue 12 items 1-2 per task).  ``cpu`` is sized for a shared 2-core
+# machine, far below the En-De pair: 2-layer targets, SFT batch 16 for 300 (target) / 200 (draft)
+# steps without SFT evaluations, 60 distillation steps (evaluated at 0, 30, 60 on 32 inputs; at
+# 0 and 60 only for Debian; GSM, started last: 200 / 150 SFT and 40 distillation steps),
+# shortened sequences (paper: LM1B -/128, XSum 1024/64, GSM8K 256/320 tokens).
+_TINY_LM_MODEL = tuple(kv for kv in _TINY_MODEL if kv[0] != "num_encoder_layers")
+_TASK_TINY = dict(
+  target_steps=40,
+  draft_steps=6,
+  draft_seed=1,
+  train_limit=256,
+  sft_batch_size=16,
+  sft_evaluate=False,
+  distill_steps=4,
+  distill_eval_every=2,
+  distill_batch_size=16,
+  eval_examples=16,
+  score_examples=4,
+  gammas=(3,),
+  temperatures=(1.0,),
+  length_samples=1,
+)
+_TASK_CPU = dict(
+  target_steps=300,
+  draft_steps=200,
+  sft_batch_size=16,
+  sft_evaluate=False,
+  distill_steps=60,
+  distill_eval_every=30,
+  distill_batch_size=16,
+  eval_examples=32,
+  score_examples=16,
+  length_samples=1,
+)
+_T5_TWO_LAYERS = (("num_layers", 2), ("num_encoder_layers", 2))
+TASK_SCALES: dict[tuple[str, str], PairScale] = {
+  # PTB (LM1B's stand-in): decoder-only LMs, tiny_lm_target cut to 2 layers (d 256) and
+  # tiny_lm_draft (d 128, 1 layer); 32-token sentences, 8-token prompts in the SD evaluations.
+  ("tiny", "dspec_lm_ptb"): PairScale(
+    task="dspec_lm_ptb",
+    target_model="draft",
+    model_overrides=_TINY_LM_MODEL,
+    max_lengths=(0, 16),
+    **_TASK_TINY,
+  ),
+  ("cpu", "dspec_lm_ptb"): PairScale(
+    task="dspec_lm_ptb", target_overrides=(("num_layers", 2),), max_lengths=(0, 32), **_TASK_CPU
+  ),
+  # Debian summaries (XSum's stand-in) and GSM-Symbolic (GSM8K's): tiny_t5_target cut to 2+2
+  # layers, tiny_t5_draft (1+1); inputs/outputs 64/32 and 64/48 tokens.
+  ("tiny", "dspec_summarize_debian"): PairScale(
+    task="dspec_summarize_debian",
+    target_model="draft",
+    model_overrides=_TINY_MODEL,
+    max_lengths=(32, 16),
+    **_TASK_TINY,
+  ),
+  ("cpu", "dspec_summarize_debian"): PairScale(
+    task="dspec_summarize_debian",
+    target_overrides=_T5_TWO_LAYERS,
+    max_lengths=(64, 32),
+    **{**_TASK_CPU, "distill_eval_every": 60},
+  ),
+  ("tiny", "dspec_math_gsm"): PairScale(
+    task="dspec_math_gsm",
+    target_model="draft",
+    model_overrides=_TINY_MODEL,
+    max_lengths=(32, 16),
+    **_TASK_TINY,
+  ),
+  ("cpu", "dspec_math_gsm"): PairScale(
+    task="dspec_math_gsm",
+    target_overrides=_T5_TWO_LAYERS,
+    max_lengths=(64, 48),
+    **{
+      **_TASK_CPU,
+      "target_steps": 200,
+      "draft_steps": 150,
+      "distill_steps": 40,
+      "distill_eval_every": 40,
+    },
+  ),
+}
+
+_TASK_DIRS = {
+  "dspec_translate_en_de": "en_de",
+  "dspec_lm_ptb": "ptb",
+  "dspec_summarize_debian": "debian",
+  "dspec_math_gsm": "gsm",
+}
+
+
+def pair_scale(scale: str, task: Optional[str] = None) -> PairScale:
+  """The shared runs' :class:`PairScale` of ``scale`` for ``task`` (None: the En-De default).
+
+  Example:
+    >>> pair_scale("cpu").task, pair_scale("cpu", "dspec_lm_ptb").target_steps
+    ('dspec_translate_en_de', 300)
+  """
+  if task is None or task == PAIR_SCALES[scale].task:
+    return PAIR_SCALES[scale]
+  if (scale, task) not in TASK_SCALES:
+    known = sorted({t for _, t in TASK_SCALES} | {PAIR_SCALES[scale].task})
+    raise ValueError(f"task must be one of {', '.join(known)} at scale {scale}; got {task!r}")
+  return TASK_SCALES[(scale, task)]
+
+
+def task_label(task: Optional[str]) -> str:
+  """Short directory name of ``task`` (``en_de``, ``ptb``, ``debian``, ``gsm``)."""
+  return _TASK_DIRS.get(task or PAIR_SCALES["cpu"].task, task)
 
 
 def runs_root(configured: Optional[str], scale: str, out_dir: str) -> Path:
@@ -224,6 +341,8 @@ def _sft_run(
     kwargs["batch_size"] = pair.sft_batch_size
   if not pair.sft_evaluate:
     kwargs.update(score_examples=0, eval_examples=16)
+  if pair.max_lengths is not None:
+    kwargs.update(max_input_len=pair.max_lengths[0], max_target_len=pair.max_lengths[1])
   with _locked(run_dir):
     if not _finished(run_dir, steps):
       train_sft(SFTOptions(**kwargs))
@@ -237,9 +356,15 @@ def pair_runs(pair: PairScale, root: Path, *, progress: bool = False) -> tuple[P
   gets its own seed (``draft_seed``) and far fewer steps.
   """
   base = task_dir(root, pair)
-  common = dict(model_overrides=pair.model_overrides, progress=progress)
+  target_overrides = tuple({**dict(pair.model_overrides), **dict(pair.target_overrides)}.items())
   target = _sft_run(
-    pair, base / "target", model=pair.target_model, steps=pair.target_steps, seed=0, **common
+    pair,
+    base / "target",
+    model=pair.target_model,
+    steps=pair.target_steps,
+    seed=0,
+    model_overrides=target_overrides,
+    progress=progress,
   )
   draft = _sft_run(
     pair,
@@ -247,7 +372,8 @@ def pair_runs(pair: PairScale, root: Path, *, progress: bool = False) -> tuple[P
     model=pair.draft_model,
     steps=pair.draft_steps,
     seed=pair.draft_seed,
-    **common,
+    model_overrides=pair.model_overrides,
+    progress=progress,
   )
   return target, draft
 

@@ -316,16 +316,17 @@ def preset_remeasure(
 ) -> dict[str, Any]:
   """Table 1's preset runs at ``cfg.scale`` (trained or reused) and their drafts re-measured.
 
-  The cells are those the runs evaluate themselves on (``PAIR_SCALES[scale]``);
+  The cells are those the runs evaluate themselves on (``pair_scale(scale, cfg.task)``: the
+  En-De pair unless the config has another ``task``);
   inputs, seed and chunking come from ``cfg``'s re-measurement fields.
 
   Returns:
     ``{"pair", "root", "runs" ({preset: run_dir}), "teacher", "drafts", "settings",
     "measured" ({draft name: entry of remeasure})}``.
   """
-  from experiments.pairs import PAIR_SCALES, preset_runs, runs_root, task_dir
+  from experiments.pairs import pair_scale, preset_runs, runs_root, task_dir
 
-  pair = PAIR_SCALES[cfg.scale]
+  pair = pair_scale(cfg.scale, getattr(cfg, "task", None))
   root = runs_root(cfg.runs_root, cfg.scale, out_dir)
   runs = preset_runs(pair, root, progress=progress)
   from dspec_models.training.rundir import read_config

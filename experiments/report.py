@@ -1,7 +1,9 @@
 """Assembles ``experiments/REPORT.md`` and ``report.html`` from committed results.
 
 Reads ``<results_dir>/<name>/result.json`` for every registered experiment
-(:data:`experiments.REGISTRY`) and lays out, per paper item, the paper's number,
+(:data:`experiments.REGISTRY`), and the per-task results of the same experiment
+in its subfolders (``<name>/<task>/result.json``, ``dspec exp NAME --task``),
+and lays out, per paper item, the paper's number,
 ours and the verdict with its reason.  Nothing is recomputed: the report is a
 pure function of the committed results, so a test can regenerate it and compare.
 """
@@ -40,31 +42,58 @@ def collect(results_dir: str) -> tuple[list[dict[str, Any]], list[str]]:
   return found, missing
 
 
-def markdown(results: list[dict[str, Any]], missing: list[str]) -> str:
+def collect_tasks(results_dir: str, name: str) -> list[tuple[str, dict[str, Any]]]:
+  """``[(subfolder, result)]``: the per-task results of experiment ``name`` (sorted by folder)."""
+  path = os.path.join(results_dir, name)
+  if not os.path.isdir(path):
+    return []
+  return [
+    (sub, base.read_result(os.path.join(path, sub)))
+    for sub in sorted(os.listdir(path))
+    if os.path.exists(os.path.join(path, sub, base.RESULT_FILE))
+  ]
+
+
+def _command(r: dict[str, Any]) -> str:
+  task = r["config"].get("task")
+  return f"dspec exp {r['experiment']} --scale {r['scale']}" + (f" --task {task}" if task else "")
+
+
+def _md_section(r: dict[str, Any], level: str, folder: str) -> list[str]:
+  out = [f"\n{level} {r['title']}\n"]
+  out.append(f"Paper: {r['paper_ref']}. Command: `{_command(r)}` ({r['elapsed_s']:.1f} s here).\n")
+  out.append("| item | paper | ours | verdict | why |")
+  out.append("|---|---|---|---|---|")
+  for f in r["findings"]:
+    out.append(
+      "| " + " | ".join(_md_cell(f[k]) for k in ("item", "paper", "ours", "verdict", "why")) + " |"
+    )
+  for fig in r["figures"]:
+    out.append(f"\n![{fig}](results/{folder}/{fig})")
+  return out
+
+
+def markdown(
+  results: list[dict[str, Any]],
+  missing: list[str],
+  tasks: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
+) -> str:
   out = [HEADER]
   for r in results:
-    out.append(f"\n## {r['title']}\n")
-    out.append(
-      f"Paper: {r['paper_ref']}. Command: `dspec exp {r['experiment']} --scale {r['scale']}`"
-      f" ({r['elapsed_s']:.1f} s here).\n"
-    )
-    out.append("| item | paper | ours | verdict | why |")
-    out.append("|---|---|---|---|---|")
-    for f in r["findings"]:
-      out.append(
-        "| "
-        + " | ".join(_md_cell(f[k]) for k in ("item", "paper", "ours", "verdict", "why"))
-        + " |"
-      )
-    for fig in r["figures"]:
-      out.append(f"\n![{fig}](results/{r['experiment']}/{fig})")
+    out += _md_section(r, "##", r["experiment"])
+    for sub, t in (tasks or {}).get(r["experiment"], []):
+      out += _md_section(t, "###", f"{r['experiment']}/{sub}")
   if missing:
     out.append("\n## Not yet run at cpu scale\n")
     out.append(", ".join(f"`{m}`" for m in missing))
   return "\n".join(out) + "\n"
 
 
-def html_page(results: list[dict[str, Any]], missing: list[str]) -> str:
+def html_page(
+  results: list[dict[str, Any]],
+  missing: list[str],
+  tasks: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
+) -> str:
   esc = html.escape
   parts = [
     "<!doctype html><meta charset='utf-8'><title>distillspec experiments</title>",
@@ -72,9 +101,18 @@ def html_page(results: list[dict[str, Any]], missing: list[str]) -> str:
     "padding:4px;vertical-align:top}table{border-collapse:collapse}</style>",
     "<h1>Experiments report</h1>",
   ]
+  sections = []
   for r in results:
+    sections.append((r, "h2", r["experiment"]))
+    sections += [
+      (t, "h3", f"{r['experiment']}/{sub}") for sub, t in (tasks or {}).get(r["experiment"], [])
+    ]
+  for r, h, folder in sections:
+    task = r["config"].get("task")
     parts.append(
-      f"<h2>{esc(r['title'])}</h2><p>Paper: {esc(r['paper_ref'])}</p><table>"
+      f"<{h}>{esc(r['title'])}</{h}><p>Paper: {esc(r['paper_ref'])}"
+      + (f"; command: <code>{esc(_command(r))}</code>" if task else "")
+      + "</p><table>"
       "<tr><th>item</th><th>paper</th><th>ours</th><th>verdict</th><th>why</th></tr>"
     )
     for f in r["findings"]:
@@ -85,7 +123,7 @@ def html_page(results: list[dict[str, Any]], missing: list[str]) -> str:
       )
     parts.append("</table>")
     parts += [
-      f"<p><img src='results/{esc(r['experiment'])}/{esc(fig)}' style='max-width:100%'></p>"
+      f"<p><img src='results/{esc(folder)}/{esc(fig)}' style='max-width:100%'></p>"
       for fig in r["figures"]
     ]
   if missing:
@@ -97,9 +135,10 @@ def write_report(results_dir: str = DEFAULT_RESULTS, out_dir: str | None = None)
   """Writes ``REPORT.md`` and ``report.html`` into ``out_dir`` (default: beside ``results_dir``)."""
   out_dir = out_dir or os.path.dirname(os.path.abspath(results_dir))
   results, missing = collect(results_dir)
+  tasks = {r["experiment"]: collect_tasks(results_dir, r["experiment"]) for r in results}
   md_path, html_path = os.path.join(out_dir, "REPORT.md"), os.path.join(out_dir, "report.html")
   with open(md_path, "w") as f:
-    f.write(markdown(results, missing))
+    f.write(markdown(results, missing, tasks))
   with open(html_path, "w") as f:
-    f.write(html_page(results, missing))
+    f.write(html_page(results, missing, tasks))
   return md_path, html_path

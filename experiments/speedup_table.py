@@ -4,8 +4,12 @@ The paper's Table D.1 gives, per dataset, temperature ``T`` (0, 1) and block
 size ``gamma`` (3, 5, 7), the block efficiency ``tau`` and the wall-clock
 speedup of speculative decoding with the raw draft and with the best
 distilled draft (the best of its KD methods, named per cell).  Here: the
-En-De pair (the stand-in for WMT; the only task with a trained ``cpu``-scale
-pair) and Table 1's five presets (:func:`experiments.pairs.preset_runs`).
+En-De pair (the stand-in for WMT) and Table 1's five presets
+(:func:`experiments.pairs.preset_runs`); with ``task`` (``dspec exp
+speedup_table --task T``) the same on another task's pair
+(:data:`TASK_DATASETS`: PTB for LM1B, Debian summaries for XSum, GSM-Symbolic for
+GSM8K), at that task's own, smaller scale (:data:`experiments.pairs.TASK_SCALES`),
+compared with the paper's rows of the matching dataset.
 
 Selection without the max-of-five bias: the best preset of a cell is the one
 with the largest ``tau_mean_of_ratios`` at the last evaluation of its run
@@ -44,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -59,6 +63,56 @@ SELECT_FIELD = "tau_mean_of_ratios"
 # The paper's method names of Table D.1 -> the preset names of experiments.pairs.
 PAPER_METHODS = {"f-Distill": "fdistill", "GKD": "gkd"}
 OTHER_DATASETS = ("XSum", "CNNDM", "GSM8K", "LM1B")
+PAPER_MODELS = {
+  "WMT": "T5-XL / T5-small",
+  "XSum": "T5-XL / T5-small",
+  "GSM8K": "T5-XL / T5-small",
+  "LM1B": "GPT-like 234M / 33M",
+}
+# Our tasks -> the Table D.1 dataset each stands in for (CNNDM has no stand-in).
+TASK_DATASETS = {
+  "dspec_translate_en_de": "WMT",
+  "dspec_lm_ptb": "LM1B",
+  "dspec_summarize_debian": "XSum",
+  "dspec_math_gsm": "GSM8K",
+}
+DEFAULT_TASK = "dspec_translate_en_de"
+TASK_NAMES = {
+  "dspec_translate_en_de": "En-De",
+  "dspec_lm_ptb": "PTB",
+  "dspec_summarize_debian": "Debian summaries",
+  "dspec_math_gsm": "GSM-Symbolic",
+}
+
+
+def task_module(module: Any, task: Optional[str]) -> Any:
+  """``module`` itself for En-De; else its NAME/PAPER_REF with the task named in the TITLE.
+
+  Example:
+    >>> import types
+    >>> m = types.SimpleNamespace(NAME="x", TITLE="tau (En-De for WMT)", PAPER_REF="Fig. 1")
+    >>> task_module(m, "dspec_lm_ptb").TITLE
+    'tau (PTB for LM1B)'
+  """
+  task = check_task(task)
+  if task == DEFAULT_TASK:
+    return module
+  import types
+
+  name, ds = TASK_NAMES[task], TASK_DATASETS[task]
+  if "En-De" in module.TITLE:
+    title = module.TITLE.replace("En-De", name).replace("WMT", ds)
+  else:
+    title = f"{module.TITLE} ({name} for {ds})"
+  return types.SimpleNamespace(NAME=module.NAME, TITLE=title, PAPER_REF=module.PAPER_REF)
+
+
+def check_task(task: Optional[str]) -> str:
+  """``task`` (None: the En-De default) if it has a stand-in dataset; else a one-line error."""
+  task = DEFAULT_TASK if task is None else task
+  if task not in TASK_DATASETS:
+    raise ValueError(f"task must be one of {', '.join(TASK_DATASETS)}; got {task!r}")
+  return task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +124,14 @@ class Config(remeasure.RemeasureConfig):
   latency_repeats: int = dataclasses.field(
     default=30,
     metadata={"help": "repeats of the forward-pass timings behind c (many: a shared machine)"},
+  )
+  task: Optional[str] = dataclasses.field(
+    default=None,
+    metadata={
+      "help": "task of the shared pair (None: dspec_translate_en_de, the WMT stand-in;"
+      " dspec_lm_ptb, dspec_summarize_debian, dspec_math_gsm run at their own smaller scale,"
+      " experiments.pairs.TASK_SCALES)"
+    },
   )
 
   def __post_init__(self):
@@ -83,16 +145,37 @@ class Config(remeasure.RemeasureConfig):
         f"timing_examples ({self.timing_examples}) must be <= remeasure_examples"
         f" ({self.remeasure_examples})"
       )
+    if self.task is not None:
+      check_task(self.task)
 
 
-def config(scale: str) -> Config:
+def config(scale: str, task: Optional[str] = None) -> Config:
+  """The configuration at ``scale``; another ``task`` than En-De gets fewer re-measured
+  and timed inputs at ``cpu`` scale (64 and 4 x 2 repeats: its pair is smaller too)."""
   base.check_scale(scale)
+  task = None if task is None or check_task(task) == DEFAULT_TASK else task
   if scale == "tiny":
     return Config(
-      scale=scale, remeasure_examples=8, chunk=8, timing_examples=2, repeats=1, latency_repeats=1
+      scale=scale,
+      remeasure_examples=8,
+      chunk=8,
+      timing_examples=2,
+      repeats=1,
+      latency_repeats=1,
+      task=task,
     )
   if scale == "paper":
-    return Config(scale=scale, remeasure_examples=512, timing_examples=64)
+    return Config(scale=scale, remeasure_examples=512, timing_examples=64, task=task)
+  if task is not None:
+    return Config(
+      scale=scale,
+      remeasure_examples=64,
+      chunk=64,
+      timing_examples=4,
+      repeats=2,
+      latency_repeats=10,
+      task=task,
+    )
   return Config(scale=scale)
 
 
@@ -127,6 +210,22 @@ def select_best(evaluations: dict[str, dict]) -> str:
     'b'
   """
   return max(evaluations, key=lambda k: evaluations[k]["after"]["value"])
+
+
+def selection_tied(evaluations: dict[str, dict]) -> bool:
+  """True when every preset's ``after`` is the same value with se 0 (a degenerate evaluation).
+
+  Then :func:`select_best` takes the first preset by its tie rule: the choice ranks nothing.
+  It happens where every evaluation input gives one sequence, e.g. ``dspec_lm_ptb`` at T=0:
+  the distillation runs evaluate a decoder-only task from BOS with no prompt.
+
+  Example:
+    >>> e = lambda v, s: {"after": {"value": v, "se": s}}
+    >>> selection_tied({"a": e(4.0, 0.0), "b": e(4.0, 0.0)}), selection_tied({"a": e(4.0, 0.1)})
+    (True, False)
+  """
+  afters = [e["after"] for e in evaluations.values()]
+  return len({a["value"] for a in afters}) == 1 and all(not a.get("se") for a in afters)
 
 
 def paired_gain(before: np.ndarray, after: np.ndarray) -> dict:
@@ -276,6 +375,7 @@ def _table(shared: dict, cfg: Config) -> list[dict[str, Any]]:
         "tau_every_preset": {p: stat(p, "tau_mean_of_ratios") for p in presets},
         "best_on_remeasure": max(gains, key=lambda p: gains[p]["value"]),
         "selection_gain": evals[best]["gain"],
+        "selection_tied": selection_tied(evals),
       }
     )
   return rows
@@ -345,10 +445,11 @@ def _cell_name(row) -> str:
   return f"T={row['temperature']:g} g={row['gamma']}"
 
 
-def _paper_wmt() -> dict[tuple[int, int], dict[str, Any]]:
+def _paper_rows(dataset: str = "WMT") -> dict[tuple[int, int], dict[str, Any]]:
+  """Table D.1's cells of ``dataset``: ``{(T, gamma): {tau_raw, tau_kd, speed_raw, ...}}``."""
   out = {}
   for r in paper_tables.TABLE_D1:
-    if r.dataset != "WMT":
+    if r.dataset != dataset:
       continue
     for i, g in enumerate(paper_tables.GAMMAS):
       out[(r.temperature, g)] = {
@@ -361,13 +462,15 @@ def _paper_wmt() -> dict[tuple[int, int], dict[str, Any]]:
   return out
 
 
-def _paper_cells(rows) -> list[dict[str, Any]]:
-  wmt = _paper_wmt()
-  return [wmt.get((int(round(r["temperature"])), r["gamma"])) for r in rows]
+def _paper_cells(rows, dataset: str = "WMT") -> list[dict[str, Any]]:
+  cells = _paper_rows(dataset)
+  return [cells.get((int(round(r["temperature"])), r["gamma"])) for r in rows]
 
 
 def _findings(rows: list[dict], timing: dict, cfg: Config) -> list[dict[str, str]]:
-  paper = _paper_cells(rows)
+  task = check_task(cfg.task)
+  ds, ours_name = TASK_DATASETS[task], TASK_NAMES[task]
+  paper = _paper_cells(rows, ds)
   cells = [_cell_name(r) for r in rows]
   n = rows[0]["gain_kd"]["n"]
   findings = []
@@ -377,7 +480,7 @@ def _findings(rows: list[dict], timing: dict, cfg: Config) -> list[dict[str, str
   sig = sum(gn["se"] is not None and gn["value"] > 2 * gn["se"] for gn in gains)
   findings.append(
     base.finding(
-      "DistillSpec raises tau over standard SD (Table D.1, WMT rows; En-De here)",
+      f"DistillSpec raises tau over standard SD (Table D.1, {ds} rows; {ours_name} here)",
       "; ".join(f"{c}: {p['tau_raw']:.2f} -> {p['tau_kd']:.2f}" for c, p in zip(cells, paper) if p),
       f"tau (mean over {n} re-measured test inputs), raw -> best preset, paired gain +- se: "
       + "; ".join(
@@ -387,25 +490,48 @@ def _findings(rows: list[dict], timing: dict, cfg: Config) -> list[dict[str, str
       ),
       "reproduced in direction" if positive == len(rows) else "not reproduced",
       f"the best preset (chosen on the runs' own evaluation) raises tau on fresh inputs in"
-      f" {positive} of {len(rows)} cells, by more than two standard errors in {sig}",
+      f" {positive} of {len(rows)} cells, by more than two standard errors in {sig}"
+      + (
+        f"; in {sum(bool(r.get('selection_tied')) for r in rows)} cells the runs' evaluation ties"
+        " every preset (se 0), so the preset there is the first, not the best"
+        if any(r.get("selection_tied") for r in rows)
+        else ""
+      ),
     )
   )
   # 2. Size of the gain: marginal on WMT.
   rel = [r["tau_kd"]["value"] / r["tau_raw"]["value"] - 1 for r in rows]
   prel = [p["tau_kd"] / p["tau_raw"] - 1 for p in paper if p]
   marginal = all(0 < x < 0.2 for x in rel)
-  findings.append(
-    base.finding(
-      "Size of the tau gain on WMT: 'marginal' (section 5.1; ~20% elsewhere)",
-      f"WMT tau gains {_span(prel)} (Table D.1)" if prel else "WMT tau gains (Table D.1)",
-      "relative tau gain of the best preset: "
-      + ", ".join(f"{c}: {100 * x:+.1f}%" for c, x in zip(cells, rel)),
-      "reproduced in direction" if marginal else "not reproduced",
-      "positive and below 20% in every cell, as the paper's WMT rows"
-      if marginal
-      else "not every cell gains between 0 and 20%",
+  if ds == "WMT":
+    findings.append(
+      base.finding(
+        "Size of the tau gain on WMT: 'marginal' (section 5.1; ~20% elsewhere)",
+        f"WMT tau gains {_span(prel)} (Table D.1)" if prel else "WMT tau gains (Table D.1)",
+        "relative tau gain of the best preset: "
+        + ", ".join(f"{c}: {100 * x:+.1f}%" for c, x in zip(cells, rel)),
+        "reproduced in direction" if marginal else "not reproduced",
+        "positive and below 20% in every cell, as the paper's WMT rows"
+        if marginal
+        else "not every cell gains between 0 and 20%",
+      )
     )
-  )
+  else:
+    same = [
+      x > 0 and abs(x - y) <= 0.5 * y
+      for x, y in zip(rel, [p["tau_kd"] / p["tau_raw"] - 1 if p else 0 for p in paper])
+    ]
+    findings.append(
+      base.finding(
+        f"Size of the tau gain on {ds} ({ours_name} here)",
+        f"{ds} tau gains {_span(prel)} (Table D.1)" if prel else f"{ds} tau gains (Table D.1)",
+        "relative tau gain of the best preset: "
+        + ", ".join(f"{c}: {100 * x:+.1f}%" for c, x in zip(cells, rel)),
+        "reproduced in direction" if all(x > 0 for x in rel) else "not reproduced",
+        f"positive in {sum(x > 0 for x in rel)} of {len(rel)} cells; within half the paper's"
+        f" relative gain of the same cell in {sum(same)}",
+      )
+    )
   lat = timing["latency"]
   load = lat.get("load_average") or {}
   load_txt = f"1-min load {load['start'][0]:.1f} on 2 cores" if load.get("start") else "load n/a"
@@ -414,7 +540,7 @@ def _findings(rows: list[dict], timing: dict, cfg: Config) -> list[dict[str, str
   findings.append(
     base.finding(
       "Speedup (a), the paper's model tau / (c gamma + 1) with measured c",
-      "Table D.1's measured WMT speedups (no model): "
+      f"Table D.1's measured {ds} speedups (no model): "
       + "; ".join(
         f"{c}: {p['speed_raw']:.2f} -> {p['speed_kd']:.2f}" for c, p in zip(cells, paper) if p
       ),
@@ -465,7 +591,7 @@ def _findings(rows: list[dict], timing: dict, cfg: Config) -> list[dict[str, str
   findings.append(
     base.finding(
       "Speedup (c), realized wall clock of SD over autoregressive decoding (batch 1)",
-      f"WMT speedups {min(pr):.2f}x-{max(pr):.2f}x (Table D.1; TPU, T5-XL / T5-small)"
+      f"{ds} speedups {min(pr):.2f}x-{max(pr):.2f}x (Table D.1; TPU, {PAPER_MODELS[ds]})"
       if pr
       else "speedups above 1 (Table D.1)",
       f"raw -> best on {cfg.timing_examples} inputs x {cfg.repeats} repeats{load_range}: "
@@ -485,7 +611,7 @@ def _findings(rows: list[dict], timing: dict, cfg: Config) -> list[dict[str, str
   findings.append(
     base.finding(
       "Realized speedup gain of DistillSpec over standard SD",
-      f"WMT {_span(paper_gain)} (Table D.1); text: 10-45% across datasets (Figure 1)"
+      f"{ds} {_span(paper_gain)} (Table D.1); text: 10-45% across datasets (Figure 1)"
       if paper_gain
       else "10-45% (Figure 1)",
       "realized best / raw - 1: "
@@ -498,17 +624,39 @@ def _findings(rows: list[dict], timing: dict, cfg: Config) -> list[dict[str, str
   )
   # 7. Best recipe per cell.
   match = [PAPER_METHODS.get(p["method"]) == r["best"] if p else False for r, p in zip(rows, paper)]
-  model_gen = sum(r["best"] in ("fdistill", "gkd") for r in rows)
+  tied = [c for c, r in zip(cells, rows) if r.get("selection_tied")]
+  informative = [r for r in rows if not r.get("selection_tied")]
+  model_gen = sum(r["best"] in ("fdistill", "gkd") for r in informative)
+  tie_note = (
+    f"; in {', '.join(tied)} every preset's selection value is the same with se 0 (a degenerate"
+    " evaluation: every evaluation input gives one sequence), so the tie rule takes the first"
+    " preset and these cells rank nothing"
+    if tied
+    else ""
+  )
   findings.append(
     base.finding(
-      "Best recipe per cell (Table D.1 WMT: f-Distill at T=0; GKD, GKD, f-Distill at T=1)",
+      f"Best recipe per cell (Table D.1 {ds}: "
+      + "; ".join(
+        f"T={t}: " + ", ".join(r.method)
+        for r in paper_tables.TABLE_D1
+        if r.dataset == ds
+        for t in [r.temperature]
+      )
+      + ")",
       "; ".join(f"{c}: {p['method']}" for c, p in zip(cells, paper) if p),
       "best on the runs' own evaluation: "
-      + "; ".join(f"{c}: {r['best']}" for c, r in zip(cells, rows))
+      + "; ".join(
+        f"{c}: {r['best']}" + (" (tie)" if r.get("selection_tied") else "")
+        for c, r in zip(cells, rows)
+      )
       + f"; same method as the paper in {sum(match)} of {len(rows)}",
-      "reproduced in direction" if 2 * model_gen > len(rows) else "not reproduced",
-      f"f-Distill or GKD (model-generated data, white-box) wins {model_gen} of {len(rows)} cells"
-      "; differences between presets are often within their standard errors",
+      "reproduced in direction"
+      if informative and 2 * model_gen > len(informative)
+      else "not reproduced",
+      f"f-Distill or GKD (model-generated data, white-box) wins {model_gen} of"
+      f" {len(informative)} cells; differences between presets are often within their standard"
+      f" errors{tie_note}",
     )
   )
   # 8. Selection bias.
@@ -531,25 +679,30 @@ def _findings(rows: list[dict], timing: dict, cfg: Config) -> list[dict[str, str
       else "in some cell the chosen preset does not gain on fresh inputs",
     )
   )
-  findings.append(
-    base.finding(
-      "Table D.1's XSum, CNNDM, GSM8K and LM1B rows",
-      "DistillSpec gains ~20% speedup there (section 5.1)",
-      "not run",
-      "not applicable at this scale",
-      "only the En-De pair (WMT's stand-in) is trained at cpu scale here",
+  if ds == "WMT":
+    others = ", ".join(f"{t} ({d})" for t, d in TASK_DATASETS.items() if d != "WMT")
+    findings.append(
+      base.finding(
+        "Table D.1's XSum, CNNDM, GSM8K and LM1B rows",
+        "DistillSpec gains ~20% speedup there (section 5.1)",
+        "not in this result: run per task with --task (" + others + "), results in"
+        " speedup_table/<task>/; CNNDM has no stand-in",
+        "not applicable at this scale",
+        "this result is the En-De pair (WMT's stand-in); the other tasks' pairs are smaller and"
+        " reported separately",
+      )
     )
-  )
   return findings
 
 
-def _plot(rows, timing, path, selection_path) -> None:
+def _plot(rows, timing, path, selection_path, task: Optional[str] = None) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  paper = _paper_cells(rows)
+  ds = TASK_DATASETS[check_task(task)]
+  paper = _paper_cells(rows, ds)
   temps = sorted({r["temperature"] for r in rows})
   fig, axes = plt.subplots(1, 1 + len(temps), figsize=(5 * (1 + len(temps)), 4.2))
   ax = axes[0]
@@ -574,13 +727,13 @@ def _plot(rows, timing, path, selection_path) -> None:
         marker=mk,
         color=color,
         alpha=0.6,
-        label=f"paper WMT T={t:g} (tau {sub[0][1]['tau_raw']:.2f}-"
+        label=f"paper {ds} T={t:g} (tau {sub[0][1]['tau_raw']:.2f}-"
         f"{max(p['tau_kd'] for _, p in sub):.2f})",
       )
   ax.axhline(0, color="k", lw=0.5)
   ax.set_xlabel("gamma")
   ax.set_ylabel("tau gain, best preset vs raw (%)")
-  ax.set_title("tau gain: ours (solid, paired +-se) vs paper WMT (dotted)")
+  ax.set_title(f"tau gain: ours ({TASK_NAMES[check_task(task)]}, solid, paired +-se) vs paper {ds}")
   ax.legend(fontsize=7)
   width = 0.13
   for ax, t in zip(axes[1:], temps):
@@ -652,7 +805,14 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
   _speedups(rows, timing)
   findings = _findings(rows, timing, cfg)
   os.makedirs(out_dir, exist_ok=True)
-  _plot(rows, timing, os.path.join(out_dir, FIGURE), os.path.join(out_dir, SELECTION_FIGURE))
+  _plot(
+    rows,
+    timing,
+    os.path.join(out_dir, FIGURE),
+    os.path.join(out_dir, SELECTION_FIGURE),
+    cfg.task,
+  )
+  ds = TASK_DATASETS[check_task(cfg.task)]
   data = {
     "task": shared["pair"].task,
     "runs": {k: str(v) for k, v in shared["runs"].items()},
@@ -663,14 +823,18 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
     },
     "latency": timing["latency"],
     "cells": rows,
-    "paper_wmt": [
-      {"temperature": t, "gamma": g, **v} for (t, g), v in sorted(_paper_wmt().items())
-    ],
+    "pair_scale": dataclasses.asdict(shared["pair"]),
+    **{
+      ("paper_wmt" if ds == "WMT" else "paper_rows"): [
+        {"temperature": t, "gamma": g, "dataset": ds, **v}
+        for (t, g), v in sorted(_paper_rows(ds).items())
+      ]
+    },
     "note": "timings on a shared 2-core machine: load averages recorded beside them",
   }
   return base.write_result(
     out_dir,
-    module=__import__(__name__, fromlist=["NAME"]),
+    module=task_module(__import__(__name__, fromlist=["NAME"]), cfg.task),
     config=cfg,
     data=data,
     findings=findings,

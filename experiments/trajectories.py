@@ -48,12 +48,15 @@ class Trajectory:
     return [int(r["step"]) for r in self.evals]
 
 
-def preset_trajectories(scale: str, runs_root_cfg: Optional[str], out_dir: str) -> dict:
-  """``{preset: Trajectory}`` of Table 1's presets at ``scale`` (trained, resumed or reused)."""
+def preset_trajectories(
+  scale: str, runs_root_cfg: Optional[str], out_dir: str, task: Optional[str] = None
+) -> dict:
+  """``{preset: Trajectory}`` of Table 1's presets at ``scale`` (trained, resumed or reused);
+  ``task`` None is the En-De pair (:func:`experiments.pairs.pair_scale`)."""
   from experiments import pairs
 
   root = pairs.runs_root(runs_root_cfg, scale, out_dir)
-  runs = pairs.preset_runs(pairs.PAIR_SCALES[scale], root)
+  runs = pairs.preset_runs(pairs.pair_scale(scale, task), root)
   return {name: load(run_dir, name) for name, run_dir in runs.items()}
 
 
