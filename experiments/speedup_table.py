@@ -733,7 +733,7 @@ def _plot(rows, timing, path, selection_path, task: Optional[str] = None) -> Non
   ax.axhline(0, color="k", lw=0.5)
   ax.set_xlabel("gamma")
   ax.set_ylabel("tau gain, best preset vs raw (%)")
-  ax.set_title(f"tau gain: ours ({TASK_NAMES[check_task(task)]}, solid, paired +-se) vs paper {ds}")
+  ax.set_title(f"tau gain: ours ({TASK_NAMES[check_task(task)]}) vs paper {ds} (dotted)")
   ax.legend(fontsize=7)
   width = 0.13
   for ax, t in zip(axes[1:], temps):
