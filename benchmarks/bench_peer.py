@@ -35,6 +35,11 @@ float summation order (and llama.cpp's kernels), so the sequences agree until
 two logits nearly tie; a late divergence is expected, an early one would be a
 bug.  Against the Q4_1 kernels an earlier divergence is expected.
 
+Threads: on a busy machine prefer ``--threads 1``.  llama.cpp's OpenMP workers
+wait for each other at every operation, so with 2 threads on 2 shared cores a
+step stalls whenever one worker is descheduled (measured at load ~3.6 on 2
+cores: float32 3.6-27 tokens/s with 2 threads, 46-48 with 1).
+
 Usage::
 
     python -m benchmarks.bench_peer [--model smollm2-135m] [--new-tokens 64]
