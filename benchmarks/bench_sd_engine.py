@@ -51,7 +51,7 @@ from pathlib import Path
 GOAL = 0.9
 # Goal 4: the realized speedup on the real target must exceed this.
 GOAL4 = 1.0
-SMOLLM2_DRAFT = "results/distill/first4-fkl125-fdistill/draft"
+SMOLLM2_DRAFT = "results/drafts/smollm2-first4-fdistill110-head8k"
 DEFAULT_RUNS = (Path("runs/dspec_translate_en_de/target"), Path("runs/dspec_translate_en_de/draft"))
 
 
