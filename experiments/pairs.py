@@ -121,28 +121,34 @@ class PairScale:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
 
 
+# Run sizes of every task's tiny scale (seconds; what the test suite runs).
+_TASK_TINY = dict(
+  target_steps=40,
+  draft_steps=6,
+  draft_seed=1,
+  train_limit=256,
+  sft_batch_size=16,
+  sft_evaluate=False,
+  distill_steps=4,
+  distill_eval_every=2,
+  distill_batch_size=16,
+  eval_examples=16,
+  score_examples=4,
+  gammas=(3,),
+  temperatures=(1.0,),
+  length_samples=1,
+)
+
+
 PAIR_SCALES: dict[str, PairScale] = {
   "tiny": PairScale(
     task="dspec_translate_en_de",
     target_model="draft",
     draft_model="draft",
-    target_steps=40,
-    draft_steps=6,
-    draft_seed=1,
     model_overrides=_TINY_MODEL,
-    train_limit=256,
-    sft_batch_size=16,
-    sft_evaluate=False,
-    distill_steps=4,
-    distill_eval_every=2,
-    distill_batch_size=16,
-    eval_examples=16,
-    score_examples=4,
-    gammas=(3,),
-    temperatures=(1.0,),
-    length_samples=1,
     large_target_overrides=(("num_layers", 2), ("num_encoder_layers", 2)),
     large_target_steps=20,
+    **_TASK_TINY,
   ),
   "cpu": PairScale(task="dspec_translate_en_de"),
   # Table C.1 / C.2: T5-XL target, T5-small draft, batch 32, LR 3e-4 (accelerators).
@@ -163,28 +169,12 @@ PAIR_SCALES: dict[str, PairScale] = {
   ),
 }
 
-# The other three real tasks (issue 12 items 1-2 per task).  ``cpu`` is sized for a shared 2-core
-# machine, far below the En-De pair: 2-layer targets, SFT batch 16 for 300 (target) / 200 (draft)
+# The other three real tasks (speedup_table and kd_algorithms per task).  ``cpu`` is sized for a
+# shared 2-core machine, far below the En-De pair: 2-layer targets, SFT batch 16 for 300 (target) / 200 (draft)
 # steps without SFT evaluations, 60 distillation steps (evaluated at 0, 30, 60 on 32 inputs; at
 # 0 and 60 only for Debian; GSM, started last: 200 / 150 SFT and 40 distillation steps),
 # shortened sequences (paper: LM1B -/128, XSum 1024/64, GSM8K 256/320 tokens).
 _TINY_LM_MODEL = tuple(kv for kv in _TINY_MODEL if kv[0] != "num_encoder_layers")
-_TASK_TINY = dict(
-  target_steps=40,
-  draft_steps=6,
-  draft_seed=1,
-  train_limit=256,
-  sft_batch_size=16,
-  sft_evaluate=False,
-  distill_steps=4,
-  distill_eval_every=2,
-  distill_batch_size=16,
-  eval_examples=16,
-  score_examples=4,
-  gammas=(3,),
-  temperatures=(1.0,),
-  length_samples=1,
-)
 _TASK_CPU = dict(
   target_steps=300,
   draft_steps=200,
