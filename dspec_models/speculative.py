@@ -11,9 +11,10 @@ block).  One loop iteration is one block for every unfinished row:
    ``[last, d_0, ..., d_{gamma-1}]``, giving ``p_0 .. p_gamma``.
 3. **Accept/reject** with :func:`dspec_theory.sampler.speculative_step`
    (vmapped over rows, one key per row; lossless token verification at
-   ``T = 0`` takes the equivalent comparison of argmaxes, :func:`_greedy_verify`): ``n`` accepted drafts, then one token
-   from the residual ``norm(max(0, p_n - q_n))`` or the bonus ``p_n``; lossy
-   lenience ``f(p, eps)`` and the residual choice (``residual="lenient"``:
+   ``T = 0`` takes the equivalent comparison of argmaxes, :func:`_greedy_verify`):
+   ``n`` accepted drafts, then one token from the residual
+   ``norm(max(0, p_n - q_n))`` or the bonus ``p_n``; lossy lenience ``f(p, eps)`` and
+   the residual choice (``residual="lenient"``:
    ``norm(max(0, f(p_n, eps) - q_n))``) go to the sampler.  With ``verification="block"``
    the sampler verifies the drafts jointly (Sun et al., ICLR 2025; lossless,
    no lenience; conventions in :mod:`dspec_theory.sampler`): ``n`` is then the

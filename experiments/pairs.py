@@ -170,8 +170,8 @@ PAIR_SCALES: dict[str, PairScale] = {
 }
 
 # The other three real tasks (speedup_table and kd_algorithms per task).  ``cpu`` is sized for a
-# shared 2-core machine, far below the En-De pair: 2-layer targets, SFT batch 16 for 300 (target) / 200 (draft)
-# steps without SFT evaluations, 60 distillation steps (evaluated at 0, 30, 60 on 32 inputs; at
+# shared 2-core machine, far below the En-De pair: 2-layer targets, SFT batch 16 for 300 (target)
+# / 200 (draft) steps without SFT evaluations, 60 distillation steps (evaluated at 0, 30, 60 on 32 inputs; at
 # 0 and 60 only for Debian; GSM, started last: 200 / 150 SFT and 40 distillation steps),
 # shortened sequences (paper: LM1B -/128, XSum 1024/64, GSM8K 256/320 tokens).
 _TINY_LM_MODEL = tuple(kv for kv in _TINY_MODEL if kv[0] != "num_encoder_layers")
@@ -203,25 +203,21 @@ TASK_SCALES: dict[tuple[str, str], PairScale] = {
   ),
   # Debian summaries (XSum's stand-in) and GSM-Symbolic (GSM8K's): tiny_t5_target cut to 2+2
   # layers, tiny_t5_draft (1+1); inputs/outputs 64/32 and 64/48 tokens.
-  ("tiny", "dspec_summarize_debian"): PairScale(
-    task="dspec_summarize_debian",
-    target_model="draft",
-    model_overrides=_TINY_MODEL,
-    max_lengths=(32, 16),
-    **_TASK_TINY,
-  ),
+  **{
+    ("tiny", task): PairScale(
+      task=task,
+      target_model="draft",
+      model_overrides=_TINY_MODEL,
+      max_lengths=(32, 16),
+      **_TASK_TINY,
+    )
+    for task in ("dspec_summarize_debian", "dspec_math_gsm")
+  },
   ("cpu", "dspec_summarize_debian"): PairScale(
     task="dspec_summarize_debian",
     target_overrides=_T5_TWO_LAYERS,
     max_lengths=(64, 32),
     **{**_TASK_CPU, "distill_eval_every": 60},
-  ),
-  ("tiny", "dspec_math_gsm"): PairScale(
-    task="dspec_math_gsm",
-    target_model="draft",
-    model_overrides=_TINY_MODEL,
-    max_lengths=(32, 16),
-    **_TASK_TINY,
   ),
   ("cpu", "dspec_math_gsm"): PairScale(
     task="dspec_math_gsm",

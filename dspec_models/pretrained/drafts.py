@@ -90,15 +90,14 @@ def frequent_token_ids(sequences: Iterable[Iterable[int]], k: int, *,
   """
   if not isinstance(k, int) or isinstance(k, bool) or k < 1:
     raise ValueError(f"k must be an integer >= 1; got {k!r}")
-  chosen = list(dict.fromkeys(int(i) for i in always))
+  chosen = {int(i) for i in always}
   if len(chosen) > k:
     raise ValueError(f"always has {len(chosen)} ids, more than k={k}")
   counts = Counter(int(t) for seq in sequences for t in seq)
   for token, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
     if len(chosen) >= k:
       break
-    if token not in chosen:
-      chosen.append(token)
+    chosen.add(token)
   return tuple(sorted(chosen))
 
 
@@ -115,9 +114,8 @@ def restrict_head(config: ModelConfig, token_ids: Iterable[int],
       list of the whole vocabulary, or a model without a tied llama/gpt2 head.
   """
   ids = sorted(int(i) for i in token_ids)
-  if not ids:
+  if not ids:  # an empty head_token_ids would mean the whole vocabulary
     raise ValueError("token_ids must not be empty")
-  if len(set(ids)) != len(ids):
-    raise ValueError("token_ids must be distinct")
+  # Repeated or out-of-range ids: ModelConfig's own check (one line naming head_token_ids).
   return dataclasses.replace(config, head_token_ids=tuple(ids),
                              name=name or f"{config.name}-head{len(ids)}")
