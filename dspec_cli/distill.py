@@ -23,7 +23,11 @@ acceptance, tau, engine metrics; dspec_models.measure.acceptance), Eq. 3's
 TVD-based alpha along target samples with tau(alpha_eq3), the on-policy TVD
 eps, the Theorem 4.1 bound, the proxy 1 - TVD along reference outputs and the
 draft's task score to metrics.jsonl and plots/acceptance.png, plots/tau.png.
-Re-running on the same --out resumes from the latest checkpoint.
+Language modelling (no inputs): SD and the sampled estimates continue the first
+--lm-prompt-len tokens (default 8) of each held-out sentence, as `dspec sd` does;
+1 - TVD stays on the whole reference.
+Re-running on the same --out resumes from the latest checkpoint (refused if its
+logged evaluations used another --lm-prompt-len, or none).
 """
 
 from __future__ import annotations

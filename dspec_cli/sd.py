@@ -77,8 +77,11 @@ def add_parser(subparsers) -> None:
                       " Default: one device")
   p.add_argument("--target-step", type=int, default=None, help="target checkpoint step (default latest)")
   p.add_argument("--draft-step", type=int, default=None, help="draft checkpoint step (default latest)")
-  p.add_argument("--lm-prompt-len", type=int, default=8,
-                 help="language modelling: prompt tokens taken from each held-out sentence")
+  from dspec_models.options import LM_PROMPT_LEN
+
+  p.add_argument("--lm-prompt-len", type=int, default=LM_PROMPT_LEN,
+                 help="language modelling: prompt tokens taken from each held-out sentence "
+                      f"(default {LM_PROMPT_LEN})")
   p.add_argument("--out", default=None, help="output directory")
   p.add_argument("--fresh", action="store_true", help="discard an existing report in --out")
   p.add_argument("--no-progress", action="store_true", help="no progress bars")

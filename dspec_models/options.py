@@ -22,6 +22,10 @@ from typing import Any, Callable, Optional
 # distillation evaluations and `dspec distill-summary --remeasure` use it.
 PAPER_GAMMAS = (3, 5, 7)
 PAPER_TEMPERATURES = (0.0, 1.0)
+# Prompt tokens of a language-modelling input: the first LM_PROMPT_LEN tokens of a held-out
+# sentence (dspec_models.measure.examples.lm_prompts; Leviathan et al. condition on a prompt on
+# LM1B).  `dspec sd --lm-prompt-len`, the distillation evaluations and the re-measurements use it.
+LM_PROMPT_LEN = 8
 
 _MISSING = dataclasses.MISSING
 
@@ -234,6 +238,13 @@ class DistillOptions(TrainOptions):
   gammas: tuple = option("SD block sizes of the evaluations", PAPER_GAMMAS, cli=False)
   temperatures: tuple = option("SD temperatures of the evaluations", PAPER_TEMPERATURES, cli=False)
   length_samples: int = option("teacher samples per input for L_p(x) and Eq. 3", 2, check="int>=1")
+  lm_prompt_len: int = option(
+    "language modelling (a task without inputs): the evaluations' SD and Theorem 4.1 / Eq. 3 "
+    "samples continue the first N tokens of each held-out reference (as `dspec sd`); a resumed "
+    "run must keep the N of its recorded evaluations",
+    LM_PROMPT_LEN,
+    check="int>=1",
+  )
   kl_scale: Optional[float] = option(
     "--divergence hybrid: scale s in [0, 1] of the KL weight w = s exp(-d beta) (default 1)",
     None, parse=float)

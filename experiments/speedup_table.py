@@ -216,8 +216,10 @@ def selection_tied(evaluations: dict[str, dict]) -> bool:
   """True when every preset's ``after`` is the same value with se 0 (a degenerate evaluation).
 
   Then :func:`select_best` takes the first preset by its tie rule: the choice ranks nothing.
-  It happens where every evaluation input gives one sequence, e.g. ``dspec_lm_ptb`` at T=0:
-  the distillation runs evaluate a decoder-only task from BOS with no prompt.
+  It happens where every evaluation input gives one sequence at T=0 (e.g. inputs that do
+  not condition the models).  ``dspec_lm_ptb`` runs made before ``--lm-prompt-len`` (they
+  evaluated from BOS with no prompt) tie this way; the runs now continue prompts cut from the
+  held-out references (:func:`dspec_models.distill.evaluation.evaluation_inputs`).
 
   Example:
     >>> e = lambda v, s: {"after": {"value": v, "se": s}}

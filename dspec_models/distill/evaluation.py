@@ -5,6 +5,17 @@ reference outputs ``y*``) with a fixed evaluation key, so successive
 evaluations differ only through the student's parameters.  ``T_max`` is the
 maximum output length; temperatures of both models are the SD temperature.
 
+The inputs ``x`` that SD and the sampled estimates below decode from
+(:func:`evaluation_inputs`): a task's encoder inputs, or, for a task without
+inputs (language modelling, ``TokenizedSplit.inputs`` of shape ``[N, 0]``),
+a prompt of the first ``lm_prompt_len`` tokens of each reference
+(:func:`dspec_models.measure.examples.lm_prompts`, the prompts of ``dspec
+sd`` and of the re-measurements; Leviathan et al. condition on a prompt on
+LM1B), which the models continue for at most ``T_max`` new tokens, as the
+measurement core does.  Decoding from BOS with no prompt would give every
+input the same greedy sequence at T = 0, one number with no spread.  The
+teacher-forced proxies stay on the full references ``y*``.
+
 * **Measured SD** (:func:`sd_metrics`): for each temperature in
   ``temperatures`` (0 and 1) and ``gamma`` in ``gammas`` (3, 5, 7), run
   :func:`dspec_models.speculative.speculative_generate` on the ``N`` inputs and
@@ -50,7 +61,9 @@ from dspec_models import lm
 from dspec_models.configs import ModelConfig
 from dspec_models.distill.losses import per_sequence_divergence
 from dspec_models.distill.sampling import length_mask, sample_outputs
+from dspec_models.measure.examples import lm_prompts
 from dspec_models.measure.options import PAPER_GAMMAS, PAPER_TEMPERATURES
+from dspec_models.options import LM_PROMPT_LEN
 from dspec_models.training.data import TokenizedSplit, target_mask
 from dspec_theory.divergences import divergence_from_logits
 from dspec_theory.theorem41 import theorem41_bound_as_stated, theorem41_bound_per_input
@@ -194,19 +207,61 @@ def sd_metrics(teacher: Model, student: Model, inputs: np.ndarray, key: Array, *
   return out
 
 
+def evaluation_inputs(heldout: TokenizedSplit,
+                      lm_prompt_len: int = LM_PROMPT_LEN) -> tuple[np.ndarray, Optional[int]]:
+  """The inputs ``x`` the sampled evaluations decode from, and the prompt length used.
+
+  ``heldout.inputs`` when the task has inputs (width ``> 0``; the prompt length
+  is then None); otherwise the first ``lm_prompt_len`` tokens of each reference
+  before its EOS (:func:`dspec_models.measure.examples.lm_prompts`, 0-padded).
+
+  Args:
+    heldout: the evaluation split.
+    lm_prompt_len: prompt tokens of a task without inputs (``>= 1``).
+
+  Returns:
+    ``(inputs int32 [N, Lin], lm_prompt_len or None)``.
+
+  Raises:
+    ValueError: naming ``lm_prompt_len`` when it is not an int >= 1.
+
+  Example:
+    >>> split = TokenizedSplit("lm", "validation", np.zeros((2, 0), np.int32),
+    ...                        np.array([[5, 6, 7, 1], [8, 1, 0, 0]], np.int32))
+    >>> x, n = evaluation_inputs(split, 2)
+    >>> x.tolist(), n
+    ([[5, 6], [8, 0]], 2)
+  """
+  from dspec_theory import validation as v
+
+  v.check_int("lm_prompt_len", lm_prompt_len, 1)
+  if heldout.inputs.shape[1] > 0:
+    return np.asarray(heldout.inputs, np.int32), None
+  return lm_prompts(heldout.targets, lm_prompt_len), int(lm_prompt_len)
+
+
 def alignment_metrics(teacher: Model, student: Model, heldout: TokenizedSplit, key: Array, *,
                       divergence: str, gammas: Sequence[int] = PAPER_GAMMAS,
                       temperatures: Sequence[float] = PAPER_TEMPERATURES, max_new_tokens: int,
-                      length_samples: int = 2, batch_size: int = 64) -> dict:
-  """All the evaluation quantities of the module doc except the task score."""
+                      length_samples: int = 2, batch_size: int = 64,
+                      lm_prompt_len: int = LM_PROMPT_LEN) -> dict:
+  """All the evaluation quantities of the module doc except the task score.
+
+  The teacher-forced proxies run on ``heldout``'s references; the sampled
+  estimates and SD on :func:`evaluation_inputs` (prompts for a task without
+  inputs), all with at most ``max_new_tokens`` new tokens.  The record's
+  ``"lm_prompt_len"`` says which (None: the task's own inputs).
+  """
+  inputs, prompt_len = evaluation_inputs(heldout, lm_prompt_len)
   k_sd, k_theorem = jax.random.split(key)
   out = heldout_alignment(teacher, student, heldout, divergence, batch_size)
-  out.update(theorem41_metrics(teacher, student, heldout.inputs, k_theorem, max_new_tokens,
+  out["lm_prompt_len"] = prompt_len
+  out.update(theorem41_metrics(teacher, student, inputs, k_theorem, max_new_tokens,
                                length_samples))
   if gammas and temperatures:
     eq3 = {1.0: {"value": out["alpha_eq3"], "se": out["alpha_eq3_se"],
                  "n": out["alpha_eq3_inputs"]}}
-    out["sd"] = sd_metrics(teacher, student, heldout.inputs, k_sd, gammas=gammas,
+    out["sd"] = sd_metrics(teacher, student, inputs, k_sd, gammas=gammas,
                            temperatures=temperatures, max_new_tokens=max_new_tokens,
                            alpha_eq3=eq3)
   return out

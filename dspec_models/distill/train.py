@@ -21,7 +21,16 @@ calls it with the run's fixed pieces bound).
 
 Evaluation (:mod:`.evaluation`) runs at step 0 (the undistilled draft) and
 every ``eval_every`` steps; the first and last records give the before/after
-numbers in ``summary.json``.
+numbers in ``summary.json``.  For a task without inputs (language
+modelling) the sampled evaluations continue ``lm_prompt_len``-token prompts
+cut from the held-out references (:func:`.evaluation.evaluation_inputs`);
+the run records that length (``config.json`` ``"eval_lm_prompt_len"``, each
+evaluation record's ``"lm_prompt_len"``; None for tasks with inputs).  It
+changes no training step, so it is not one of ``rundir.DISTILL_SETTINGS``,
+but a resumed run whose recorded evaluations used another prompt length --
+or none, decoded from BOS by a run from before the option -- is refused
+(:func:`check_resumed_evaluations`): its before/after numbers would compare
+different inputs.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from dspec_models.distill import data_mix
 from dspec_models.distill.losses import NORMALIZATIONS, distillation_loss, onehot_logits, token_tvd
 from dspec_models.distill.recipes import TEACHER_ONEHOT, make_recipe
 from dspec_models.distill.sampling import length_mask, sample_outputs
-from dspec_models.options import PAPER_GAMMAS, PAPER_TEMPERATURES, DistillOptions
+from dspec_models.options import LM_PROMPT_LEN, PAPER_GAMMAS, PAPER_TEMPERATURES, DistillOptions
 from dspec_models.training import checkpoint as ckpt
 from dspec_models.training import data as data_lib
 from dspec_models.training import evaluation as train_eval
@@ -173,6 +182,31 @@ def _student_vocab(run_dir: Path, teacher_extra: dict) -> dict:
   return rundir.store_vocabulary(run_dir, vocab)
 
 
+def check_resumed_evaluations(run_dir: Path | str, lm_prompt_len: Optional[int]) -> None:
+  """Refuses to resume a run whose logged evaluations used another language-modelling prompt.
+
+  Args:
+    run_dir: the run directory (``--out``); nothing is checked when it holds no
+      evaluation records.
+    lm_prompt_len: the prompt length the new evaluations use (None: a task with
+      inputs, where the option plays no part).
+
+  Raises:
+    ValueError: naming ``--lm-prompt-len``, the recorded and the new value (a
+      record without ``"lm_prompt_len"`` was decoded from BOS with no prompt).
+  """
+  if lm_prompt_len is None:
+    return
+  recorded = {r.get("lm_prompt_len") for r in rundir.read_metrics(run_dir, "eval")}
+  other = recorded - {int(lm_prompt_len)}
+  if other:
+    shown = ", ".join("none (decoded from BOS)" if n is None else str(n)
+                      for n in sorted(other, key=lambda n: -1 if n is None else n))
+    raise ValueError(f"--lm-prompt-len: --out {str(run_dir)!r} holds evaluations with prompt "
+                     f"length {shown}, new {int(lm_prompt_len)}; its before/after numbers would "
+                     "mix two kinds of inputs; use --fresh to start over, or another --out")
+
+
 def train_distill(options: DistillOptions, *,
                   on_step_end: Optional[Callable[[ckpt.TrainState, dict], None]] = None
                   ) -> dict:
@@ -213,6 +247,9 @@ def train_distill(options: DistillOptions, *,
                                 max_target_len=out_len, vocab_size=vocab_size,
                                 limit=options.eval_examples)
   score_n, references = train_eval.score_references(task, options.score_examples, heldout)
+  from dspec_models.distill.evaluation import alignment_metrics, evaluation_inputs
+
+  _, eval_prompt_len = evaluation_inputs(heldout, options.lm_prompt_len)
 
   run_config = {
       "kind": "distill", "task": task, "model_name": s_extra.get("model_name", s_cfg.name),
@@ -225,7 +262,10 @@ def train_distill(options: DistillOptions, *,
                       model=rundir.model_config_to_dict(t_cfg)),
       "student_init": rundir.model_identity(options.student_run, s_extra["step"], s_params),
       "num_devices": int(mesh.devices.size),
+      "eval_lm_prompt_len": eval_prompt_len,
   }
+  if options.evaluate:
+    check_resumed_evaluations(run_dir, eval_prompt_len)
   run_config = rundir.check_rerun(run_dir, run_config, rundir.DISTILL_SETTINGS,
                                   options.extend_steps)
   run_config["vocab"] = _student_vocab(run_dir, t_extra)
@@ -253,15 +293,14 @@ def train_distill(options: DistillOptions, *,
       batch_size=options.batch_size, seed=options.seed, max_target_len=out_len, mesh=mesh,
       temperature=options.sample_temperature)
 
-  from dspec_models.distill.evaluation import alignment_metrics
-
   eval_key = jax.random.PRNGKey(options.seed + 1_000_003)  # same draws at every evaluation
 
   def eval_fn(st: ckpt.TrainState) -> dict:
     out = alignment_metrics((t_cfg, teacher_params), (s_cfg, st.params), heldout, eval_key,
                             divergence=recipe.divergence, gammas=gammas,
                             temperatures=temperatures, max_new_tokens=out_len,
-                            length_samples=options.length_samples)
+                            length_samples=options.length_samples,
+                            lm_prompt_len=options.lm_prompt_len)
     if train_eval.metric_kind(task) == "perplexity":
       out.update(train_eval.evaluate_loss(s_cfg, st.params, heldout))
       out.update({"score": out["eval_perplexity"], "metric": "perplexity"})
@@ -280,7 +319,8 @@ def train_distill(options: DistillOptions, *,
 
 _SUMMARY_KEYS = ("one_minus_tvd_on_references", "argmax_agreement_on_references",
                  "heldout_divergence", "eps_on_policy", "alpha_eq3", "alpha_eq3_se",
-                 "theorem41_bound", "theorem41_bound_as_stated", "mean_Lp", "score", "metric")
+                 "theorem41_bound", "theorem41_bound_as_stated", "mean_Lp", "score", "metric",
+                 "lm_prompt_len")
 
 
 def summarize_run(run_dir: Path | str, gammas: Sequence[int] = PAPER_GAMMAS,
@@ -289,6 +329,9 @@ def summarize_run(run_dir: Path | str, gammas: Sequence[int] = PAPER_GAMMAS,
 
   ``before``/``after``/``trajectory`` records hold the scalar evaluations and
   ``"sd"``: the measurement core's cells (:mod:`dspec_models.measure.acceptance`).
+  ``lm_prompt_len``: the prompt length of the evaluations' language-modelling
+  inputs (None: the task's own inputs; absent: a run from before the option,
+  whose language-modelling evaluations decoded from BOS).
   """
   from dspec_models.measure.acceptance import cell_key, find_cell
 
@@ -311,6 +354,8 @@ def summarize_run(run_dir: Path | str, gammas: Sequence[int] = PAPER_GAMMAS,
   return {"run_dir": str(run_dir), "kind": "distill", "task": config.get("task"),
           "recipe": config.get("recipe"), "recipe_description": config.get("recipe_description"),
           "teacher": config.get("teacher", {}).get("run_dir"),
+          **({"lm_prompt_len": config["eval_lm_prompt_len"]}
+             if "eval_lm_prompt_len" in config else {}),
           "student_init": config.get("student_init", {}).get("run_dir"),
           "steps": max([int(r["step"]) for r in evals + train] or [0]),
           "before": pick(evals[0]) if evals else None,
@@ -321,16 +366,20 @@ def summarize_run(run_dir: Path | str, gammas: Sequence[int] = PAPER_GAMMAS,
 def remeasure_before_after(run_dir: Path | str, *, num_examples: int = 256, seed: int = 0,
                            gammas: Sequence[int] = PAPER_GAMMAS,
                            temperatures: Sequence[float] = PAPER_TEMPERATURES,
-                           split: str = "validation") -> dict:
+                           split: str = "validation",
+                           lm_prompt_len: Optional[int] = None) -> dict:
   """SD alpha/tau of the undistilled draft and of the distilled one, on ``num_examples`` inputs.
 
   Loads the run's teacher, its initial student (``student_init``) and its
   latest checkpoint, and measures both students with
   :func:`.evaluation.alignment_metrics` on the same held-out inputs with the
   same key (common random numbers), so the difference is the effect of
-  distillation.  Returns ``{"before": ..., "after": ..., "num_examples", ...}``.
+  distillation.  A task without inputs is measured on ``lm_prompt_len``-token
+  prompts (None: the run's recorded ``eval_lm_prompt_len``, else
+  ``LM_PROMPT_LEN``).  Returns ``{"before": ..., "after": ..., "num_examples",
+  "lm_prompt_len", ...}``.
   """
-  from dspec_models.distill.evaluation import alignment_metrics
+  from dspec_models.distill.evaluation import alignment_metrics, evaluation_inputs
 
   config = rundir.read_config(run_dir)
   t_cfg, t_params, _ = rundir.load_model(config["teacher"]["run_dir"])
@@ -340,12 +389,16 @@ def remeasure_before_after(run_dir: Path | str, *, num_examples: int = 256, seed
   heldout = data_lib.load_split(config["task"], split, max_input_len=config["max_input_len"],
                                 max_target_len=config["max_target_len"],
                                 vocab_size=int(config["vocab"]["vocab_size"]), limit=num_examples)
+  if lm_prompt_len is None:
+    lm_prompt_len = config.get("eval_lm_prompt_len") or LM_PROMPT_LEN
   key = jax.random.PRNGKey(seed + 2_000_003)
   out = {"run_dir": str(run_dir), "recipe": config.get("recipe"), "split": split,
-         "num_examples": heldout.num_examples, "step": extra["step"]}
+         "num_examples": heldout.num_examples, "step": extra["step"],
+         "lm_prompt_len": evaluation_inputs(heldout, lm_prompt_len)[1]}
   for name, cfg, params in (("before", s0_cfg, s0_params), ("after", s1_cfg, s1_params)):
     out[name] = alignment_metrics((t_cfg, t_params), (cfg, params), heldout, key,
                                   divergence=config["recipe"]["divergence"], gammas=gammas,
                                   temperatures=temperatures,
-                                  max_new_tokens=int(config["max_target_len"]))
+                                  max_new_tokens=int(config["max_target_len"]),
+                                  lm_prompt_len=lm_prompt_len)
   return out

@@ -23,6 +23,7 @@ import numpy as np
 
 from dspec_models.configs import EOS_ID, PAD_ID
 from dspec_models.data.storage import sha256_file
+from dspec_models.options import LM_PROMPT_LEN
 from dspec_theory import validation as v
 
 
@@ -70,7 +71,8 @@ def lm_prompts(targets: np.ndarray, prompt_len: int) -> np.ndarray:
 
 
 def heldout_examples(task: str, split: str, num_examples: int, *, max_input_len: int,
-                     max_target_len: int, vocab: dict, lm_prompt_len: int = 8) -> HeldOut:
+                     max_target_len: int, vocab: dict,
+                     lm_prompt_len: int = LM_PROMPT_LEN) -> HeldOut:
   """The first ``num_examples`` examples of ``task``'s ``split`` (module doc).
 
   Args:

@@ -31,6 +31,7 @@ from dspec_models.measure.acceptance import cell_key
 from dspec_models.measure.cell import run_cell
 from dspec_models.measure.options import MeasureOptions
 from dspec_models.measure.timing import cell_latency, model_latency
+from dspec_models.options import LM_PROMPT_LEN
 from dspec_theory import validation as v
 
 TAU_PLOT = "tau.png"
@@ -198,7 +199,7 @@ def default_out_dir(task: str, target_run: Any, draft_run: Any,
 def measure_runs(target_run: Any, draft_run: Any, *, options: MeasureOptions,
                  task: Optional[str] = None, split: str = "validation",
                  out_dir: Optional[Path | str] = None, target_step: Optional[int] = None,
-                 draft_step: Optional[int] = None, lm_prompt_len: int = 8,
+                 draft_step: Optional[int] = None, lm_prompt_len: int = LM_PROMPT_LEN,
                  fresh: bool = False, progress: bool = True) -> tuple[dict, Path]:
   """Loads a trained pair (:func:`dspec_models.measure.pairs.load_pair`) and measures it.
 
