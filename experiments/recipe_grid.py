@@ -1,4 +1,4 @@
-"""The DistillSpec recipe grid on the trained En-De pair (issue 12 item 6; section 5.2).
+"""The DistillSpec recipe grid on a trained pair (issue 12 item 6; section 5.2).
 
 Figure 4 (and D.15, D.17) of the paper shows the block-efficiency gain of
 drafts distilled with 4 training-data sources (rows: the fixed dataset, draft
@@ -8,7 +8,11 @@ score gain of the same drafts, D.18/D.19 and Figure 5a plot one against the
 other.  The figures are drawn only (no number is printed), so the paper's side
 here is the claims of section 5.2's text.
 
-Ours: every cell is a distillation run of the cpu draft towards the cpu target
+Ours: the En-De pair (WMT's stand-in) by default; with ``task`` (``dspec exp
+recipe_grid --task T``) another task's smaller pair
+(:func:`experiments.pairs.pair_scale`; PTB for LM1B, Debian summaries for XSum,
+GSM-Symbolic for GSM8K: :data:`experiments.speedup_table.TASK_DATASETS`).
+Every cell is a distillation run of the draft towards the target
 (:func:`experiments.pairs.distill_run`, ``algo="custom"`` with the cell's
 divergence, ``lambda1`` = fixed-data fraction, ``lambda2`` = draft share of the
 generated data), ``steps`` optimizer steps each, with the run's own periodic
@@ -24,18 +28,23 @@ Every draft (and the undistilled one) is re-measured with common random
 numbers (:mod:`experiments.remeasure`: the same test inputs and PRNG keys for
 every draft), so the gain of a cell, ``tau_i(cell) - tau_i(undistilled)``
 averaged over examples, and any contrast between cells, has a paired standard
-error (examples are the units).  The task score is the corpus BLEU of the draft
-alone (ancestral decoding at the same temperature, the same key for every
-draft) on the same test inputs, with a paired bootstrap over inputs (the same
-resamples for every draft) for every difference and contrast.
+error (examples are the units).  The task score of the draft alone is the
+task's own metric (:data:`SCORES`, Appendix C.1) on the same test inputs:
+corpus BLEU (translation), mean ROUGE-2 F-measure (summaries), exact-match
+accuracy (math) of ancestral decoding at the same temperature with the same
+key for every draft, or, for language modelling, the teacher-forced perplexity
+of the test references (temperature-independent), reported as a perplexity
+*reduction* so that a gain > 0 is better for every metric.  Every difference
+and contrast of scores has a paired bootstrap over inputs (the same resamples
+for every draft).
 
 Missing cells (a run that does not exist when ``train_missing`` is off) are
 shown as missing and left out of every contrast; nothing is filled in.
 
-``long_steps`` adds a second grid at another length (cpu: the presets' 300
-steps, which reuses the three preset cells), analysed the same way; its cells
-are trained only with ``train_long`` (about an hour at cpu scale), otherwise
-the ones that exist are used and the others reported missing.
+``long_steps`` adds a second grid at another length (En-De cpu: the presets'
+300 steps, which reuses the three preset cells), analysed the same way; its
+cells are trained only with ``train_long`` (about an hour at cpu scale),
+otherwise the ones that exist are used and the others reported missing.
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from experiments import base, remeasure
+from experiments.speedup_table import DEFAULT_TASK, TASK_DATASETS, TASK_NAMES, check_task
+from experiments.speedup_table import task_module
 
 NAME = "recipe_grid"
 TITLE = "The DistillSpec recipe grid (4 data sources x 4 divergences): tau gain and BLEU gain"
@@ -82,12 +93,48 @@ PRESET_CELLS = {
 UNDISTILLED = remeasure.UNDISTILLED
 TWO_SE = 2.0
 
+# The task score of the draft alone, per metric kind (dspec_models.training.evaluation.metric_kind;
+# the headline metric of Appendix C.1).  ``sign``: +1 where higher is better; perplexity is
+# reported as its reduction (before - after), so a gain > 0 is better for every metric.
+SCORES = {
+  "bleu": {
+    "label": "BLEU",
+    "gain": "BLEU gain",
+    "units": "BLEU points",
+    "sign": 1.0,
+    "what": "corpus BLEU (sacrebleu) of ancestral decoding",
+  },
+  "rouge": {
+    "label": "ROUGE-2",
+    "gain": "ROUGE-2 gain",
+    "units": "ROUGE-2 F points (x100)",
+    "sign": 1.0,
+    "what": "mean ROUGE-2 F-measure (x100) of ancestral decoding",
+  },
+  "exact_match": {
+    "label": "exact match",
+    "gain": "exact-match gain",
+    "units": "percentage points",
+    "sign": 1.0,
+    "what": "exact-match accuracy (%) of ancestral decoding",
+  },
+  "perplexity": {
+    "label": "perplexity",
+    "gain": "perplexity reduction",
+    "units": "perplexity reduction, before - after (> 0 is better)",
+    "sign": -1.0,
+    "what": "teacher-forced perplexity of the test references (temperature-independent)",
+  },
+}
+
 # The winners section 5.2's text names for Figure 4's panels (the figure prints no numbers).
 PAPER_BEST = {
   "XSum T=0": ("mix", "jsd"),
   "GSM8K T=0": ("student", "fkl"),
   "GSM8K T=1": ("teacher", "rkl"),
 }
+# The paper's JSD is our only one, JSD[0.5].
+PAPER_DIVERGENCES = {"jsd": "jsd:0.5"}
 
 PAPER_CLAIMS = {
   "generated_beats_fixed": "using model-generated data (last three rows) yields superior"
@@ -111,7 +158,10 @@ PAPER_CLAIMS = {
 class Config(remeasure.RemeasureConfig):
   steps: Optional[int] = dataclasses.field(
     default=None,
-    metadata={"help": "distillation steps per cell (None: 100 at cpu, the pair's otherwise)"},
+    metadata={
+      "help": "distillation steps per cell (None: the pair's distill_steps, so the three preset"
+      " cells reuse the presets' runs; the En-De cpu config sets 100)"
+    },
   )
   gamma: int = dataclasses.field(
     default=5, metadata={"help": "block size of the measured cells (Figure 4 analogue)"}
@@ -130,7 +180,11 @@ class Config(remeasure.RemeasureConfig):
     metadata={"help": "also measure the identical-recipe presets at the pair's own length"},
   )
   bleu_resamples: int = dataclasses.field(
-    default=1000, metadata={"help": "paired bootstrap resamples of the BLEU differences"}
+    default=1000,
+    metadata={
+      "help": "paired bootstrap resamples of the task-score differences (BLEU, ROUGE-2, exact"
+      " match or perplexity: the task's metric; the name is kept from the En-De grid)"
+    },
   )
   long_steps: Optional[int] = dataclasses.field(
     default=None,
@@ -142,6 +196,14 @@ class Config(remeasure.RemeasureConfig):
   train_long: bool = dataclasses.field(
     default=False,
     metadata={"help": "train the second grid's missing cells (about an hour at cpu scale)"},
+  )
+  task: Optional[str] = dataclasses.field(
+    default=None,
+    metadata={
+      "help": "task of the shared pair (None: dspec_translate_en_de, the WMT stand-in;"
+      " dspec_lm_ptb, dspec_summarize_debian, dspec_math_gsm run on their own smaller pairs,"
+      " experiments.pairs.TASK_SCALES)"
+    },
   )
 
   def __post_init__(self):
@@ -160,14 +222,30 @@ class Config(remeasure.RemeasureConfig):
     bad = [d for d in self.divergences if d not in DIVERGENCES]
     if bad or not self.divergences:
       raise ValueError(f"divergences must be a non-empty subset of {DIVERGENCES}; got {bad}")
+    if self.task is not None:
+      check_task(self.task)
 
 
 CPU_STEPS = 100
 CPU_LONG_STEPS = 300  # the presets' length (PairScale.distill_steps at cpu)
 
 
-def config(scale: str) -> Config:
+def config(scale: str, task: Optional[str] = None) -> Config:
+  """The configuration at ``scale`` for ``task`` (None or En-De: the committed En-De grid).
+
+  Another task than En-De at ``cpu`` scale: every cell at the pair's own
+  ``distill_steps`` (so the three preset cells reuse the presets' runs), no
+  second grid, and speedup_table's 64 re-measured inputs for that task.
+
+  Example:
+    >>> c = config("cpu", task="dspec_summarize_debian")
+    >>> c.steps, c.long_steps, c.remeasure_examples, c.gamma
+    (None, None, 64, 5)
+    >>> config("cpu", task="dspec_translate_en_de") == config("cpu")
+    True
+  """
   base.check_scale(scale)
+  task = None if task is None or check_task(task) == DEFAULT_TASK else task
   if scale == "tiny":
     # Two rows x two columns (the cells two presets share: both reused).
     return Config(
@@ -178,10 +256,36 @@ def config(scale: str) -> Config:
       divergences=("fkl", "jsd:0.5"),
       bleu_resamples=50,
       compare_presets=False,
+      task=task,
     )
   if scale == "paper":
-    return Config(scale=scale, remeasure_examples=512)
+    return Config(scale=scale, remeasure_examples=512, task=task)
+  if task is not None:
+    # As speedup_table's re-measurement of the task's presets (its pair is smaller too).
+    return Config(scale=scale, remeasure_examples=64, chunk=64, task=task)
   return Config(scale=scale, steps=CPU_STEPS, long_steps=CPU_LONG_STEPS)
+
+
+def paper_cells(task: Optional[str]) -> dict[float, tuple[str, str]]:
+  """``{T: (source, divergence)}``: the cells section 5.2 names best for ``task``'s dataset.
+
+  :data:`PAPER_BEST` by the dataset ``task`` stands in for
+  (:data:`experiments.speedup_table.TASK_DATASETS`); empty for WMT and LM1B
+  (the text names no winner for them).
+
+  Example:
+    >>> paper_cells("dspec_math_gsm")
+    {0.0: ('student', 'fkl'), 1.0: ('teacher', 'rkl')}
+    >>> paper_cells("dspec_summarize_debian"), paper_cells(None)
+    ({0.0: ('mix', 'jsd:0.5')}, {})
+  """
+  ds = TASK_DATASETS[check_task(task)]
+  out = {}
+  for key, (s, d) in PAPER_BEST.items():
+    name, t = key.split(" T=")
+    if name == ds:
+      out[float(t)] = (s, PAPER_DIVERGENCES.get(d, d))
+  return out
 
 
 def cell_name(source: str, divergence: str) -> str:
@@ -268,18 +372,142 @@ def matched_weights(
   return w, matched
 
 
-def bleu_contrast(boot: Mapping[str, np.ndarray], full: Mapping[str, float], weights) -> dict:
-  """``sum_d w_d BLEU_d`` with its paired-bootstrap se and 95% percentile interval.
+def check_kind(kind: str) -> str:
+  """``kind`` if it is a metric kind of :data:`SCORES`; else a one-line ValueError."""
+  if kind not in SCORES:
+    raise ValueError(f"kind must be one of {', '.join(SCORES)}; got {kind!r}")
+  return kind
+
+
+def _stats_array(kind: str, stats: Any) -> np.ndarray:
+  width = {"bleu": 10, "rouge": 1, "exact_match": 1, "perplexity": 2}[check_kind(kind)]
+  arr = np.asarray(stats, np.int64 if kind == "bleu" else np.float64)
+  if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] == 0:
+    raise ValueError(f"stats must be [n >= 1, {width}] for {kind}; got shape {arr.shape}")
+  return arr
+
+
+def text_score_stats(
+  kind: str, predictions: Sequence[str], references: Sequence[str]
+) -> np.ndarray:
+  """Per-example statistics of a generation metric, rows summable into the corpus value.
+
+  * ``bleu``: sacrebleu's sufficient statistics, ``int [n, 10]``
+    (:func:`experiments.model_garden.bleu_stats`);
+  * ``rouge``: the example's ROUGE-2 F-measure x 100, ``float [n, 1]``
+    (:func:`dspec_models.metrics.rouge` of the one pair, the headline of Appendix C.1);
+  * ``exact_match``: 100 if the final numbers agree else 0, ``float [n, 1]``
+    (:func:`dspec_models.metrics.exact_match_accuracy` of the one pair).
+
+  :func:`score_value` of the rows is the metric of the whole list.
+
+  Example:
+    >>> text_score_stats("exact_match", ["so #### 4", "x 3"], ["#### 4", "#### 5"]).ravel()
+    array([100.,   0.])
+  """
+  from dspec_models import metrics
+
+  if check_kind(kind) == "perplexity":
+    raise ValueError("kind must be a generation metric (bleu, rouge, exact_match); got perplexity")
+  if isinstance(predictions, str) or isinstance(references, str):
+    raise ValueError("predictions and references must be sequences of strings")
+  if len(predictions) != len(references) or not predictions:
+    raise ValueError(
+      f"predictions and references must be non-empty and of one length; got"
+      f" {len(predictions)}, {len(references)}"
+    )
+  if kind == "bleu":
+    from experiments.model_garden import bleu_stats
+
+    return bleu_stats(list(predictions), list(references))
+  if kind == "rouge":
+    one = [metrics.rouge([p], [r])["rouge2"] for p, r in zip(predictions, references)]
+  else:
+    one = [metrics.exact_match_accuracy([p], [r]) for p, r in zip(predictions, references)]
+  return np.asarray(one, np.float64)[:, None]
+
+
+def score_value(kind: str, stats: Any) -> float:
+  """The metric on all examples from per-example statistics (its natural value).
+
+  ``bleu``: corpus BLEU of the summed statistics; ``rouge`` and
+  ``exact_match``: the mean of the per-example values; ``perplexity``: corpus
+  perplexity ``exp(sum_i nll_i / sum_i tokens_i)`` (rows ``[nll_i, tokens_i]``:
+  the summed token negative log-likelihood of reference ``i`` and its token
+  count, :func:`reference_nll_stats`).
+
+  Example:
+    >>> round(score_value("perplexity", [[2.0, 2.0], [4.0, 2.0]]), 6)  # exp(6 / 4)
+    4.481689
+    >>> score_value("rouge", [[10.0], [30.0]])
+    20.0
+  """
+  arr = _stats_array(kind, stats)
+  if kind == "bleu":
+    from experiments.model_garden import bleu_from_stats
+
+    return bleu_from_stats(arr.sum(0))
+  if kind == "perplexity":
+    tokens = float(arr[:, 1].sum())
+    if tokens <= 0:
+      raise ValueError("stats must count at least one reference token")
+    return float(np.exp(min(float(arr[:, 0].sum()) / tokens, 700.0)))
+  return float(arr[:, 0].mean())
+
+
+def bootstrap_scores(kind: str, stats: Any, idx: np.ndarray) -> np.ndarray:
+  """:func:`score_value` of every resample ``idx[b]`` of the examples, ``float [resamples]``.
+
+  The same ``idx`` for every draft makes the differences paired
+  (:func:`experiments.model_garden.bootstrap_indices`); for ``bleu`` this is
+  :func:`experiments.model_garden.bootstrap_bleu`.
+
+  Example:
+    >>> bootstrap_scores("exact_match", [[100.0], [0.0]], np.array([[0, 0], [0, 1]]))
+    array([100.,  50.])
+  """
+  arr = _stats_array(kind, stats)
+  idx = np.asarray(idx)
+  if idx.ndim != 2 or idx.size == 0 or idx.min() < 0 or idx.max() >= arr.shape[0]:
+    raise ValueError(f"idx must be int [resamples, m] of row indices below {arr.shape[0]}")
+  if kind == "bleu":
+    from experiments.model_garden import bootstrap_bleu
+
+    return bootstrap_bleu(arr, idx)
+  if kind == "perplexity":
+    nll, tokens = arr[idx, 0].sum(1), arr[idx, 1].sum(1)
+    if (tokens <= 0).any():
+      raise ValueError("stats must count at least one reference token in every resample")
+    return np.exp(np.minimum(nll / tokens, 700.0))
+  return arr[idx, 0].mean(1)
+
+
+def oriented(kind: str, values: Any) -> Any:
+  """``SCORES[kind]["sign"] * values``: the score with "higher is better" (perplexity negated).
+
+  A contrast of oriented scores, ``cell - undistilled``, is then the BLEU /
+  ROUGE / exact-match gain, or the perplexity reduction ``before - after``.
+
+  Example:
+    >>> float(oriented("perplexity", 12.0) - oriented("perplexity", 15.0))  # after 12, before 15
+    3.0
+  """
+  sign = SCORES[check_kind(kind)]["sign"]
+  return sign * np.asarray(values, np.float64) if np.ndim(values) else sign * float(values)
+
+
+def score_contrast(boot: Mapping[str, np.ndarray], full: Mapping[str, float], weights) -> dict:
+  """``sum_d w_d S_d`` of a task score with its paired-bootstrap se and 95% percentile interval.
 
   Args:
-    boot: ``{draft: float [resamples]}`` corpus BLEU of every resample, the same
-      resamples of the inputs for every draft (:func:`experiments.model_garden.bootstrap_bleu`).
-    full: ``{draft: corpus BLEU on all inputs}``.
+    boot: ``{draft: float [resamples]}`` the (oriented, :func:`oriented`) score of every
+      resample, the same resamples of the inputs for every draft (:func:`bootstrap_scores`).
+    full: ``{draft: the oriented score on all inputs}`` (:func:`score_value`).
     weights: ``{draft: w}``.
 
   Example:
     >>> b = {"a": np.array([10.0, 12.0, 14.0]), "b": np.array([11.0, 12.0, 16.0])}
-    >>> c = bleu_contrast(b, {"a": 12.0, "b": 13.0}, {"b": 1.0, "a": -1.0})
+    >>> c = score_contrast(b, {"a": 12.0, "b": 13.0}, {"b": 1.0, "a": -1.0})
     >>> c["value"], c["se"]
     (1.0, 1.0)
   """
@@ -381,10 +609,10 @@ def grid_runs(
   is reported missing).  ``steps`` defaults to the main grid's length; the
   presets are compared beside the main grid only.
   """
-  from experiments.pairs import PAIR_SCALES, PRESETS, _finished, distill_run, pair_runs
+  from experiments.pairs import PRESETS, _finished, distill_run, pair_runs, pair_scale
   from experiments.pairs import runs_root, task_dir
 
-  pair = PAIR_SCALES[cfg.scale]
+  pair = pair_scale(cfg.scale, cfg.task)
   root = runs_root(cfg.runs_root, cfg.scale, out_dir)
   teacher, student = pair_runs(pair, root, progress=progress)
   main_steps = _steps(cfg, pair)
@@ -436,43 +664,90 @@ def _digest(obj: Any) -> str:
   return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def draft_bleu_stats(
+def reference_nll_stats(model: tuple, references: np.ndarray, chunk: int = 64) -> np.ndarray:
+  """Per reference: teacher-forced ``[sum_t -log q(y_t | y_<t), #tokens]``, ``float [n, 2]``.
+
+  The real (non-padding, EOS included) tokens of each row of ``references``
+  (:func:`dspec_models.training.data.target_mask`), no prompt: the rows sum to
+  :func:`dspec_models.training.evaluation.evaluate_loss`'s totals, so
+  :func:`score_value` ``("perplexity", ...)`` of all rows is its ``eval_perplexity``.
+
+  Args:
+    model: ``(ModelConfig, params)`` of a decoder-only model.
+    references: ``int [n, L]`` tokenized references (0 = padding).
+    chunk: rows per forward pass.
+  """
+  import jax.numpy as jnp
+
+  from dspec_models import lm
+  from dspec_models.training.data import target_mask
+  from dspec_models.training.evaluation import token_cross_entropy
+
+  config, params = model
+  if config.is_encoder_decoder:
+    raise ValueError("model must be decoder-only (perplexity of references without inputs)")
+  refs = np.asarray(references)
+  if refs.ndim != 2 or refs.shape[0] == 0 or not np.issubdtype(refs.dtype, np.integer):
+    raise ValueError(f"references must be int [n >= 1, L]; got {refs.dtype} {refs.shape}")
+  if not isinstance(chunk, int) or chunk < 1:
+    raise ValueError(f"chunk must be an int >= 1; got {chunk!r}")
+  rows = []
+  for lo in range(0, refs.shape[0], chunk):
+    t = np.asarray(refs[lo : lo + chunk], np.int32)
+    logits = lm.forward_logits(config, params, {"targets": jnp.asarray(t)})
+    ce = np.asarray(token_cross_entropy(logits, jnp.asarray(t)), np.float64)
+    mask = target_mask(t)
+    rows.append(np.stack([np.where(mask, ce, 0.0).sum(1), mask.sum(1).astype(np.float64)], 1))
+  return np.concatenate(rows)
+
+
+SCORE_SCHEMA = "distillspec.recipe_grid.score/1"
+
+
+def draft_score_stats(
   teacher_run: Any,
   drafts: Mapping[str, tuple[Any, Optional[int]]],
   settings: remeasure.Settings,
   cache_dir: Any,
-) -> dict[str, dict[str, list]]:
-  """Per draft and temperature: per-sentence BLEU statistics of the draft alone.
+) -> tuple[str, dict[str, dict[str, list]]]:
+  """Per draft and temperature: per-example statistics of the draft's own task score.
 
-  Ancestral decoding (:func:`dspec_models.speculative.autoregressive_generate`)
-  of ``settings.num_examples`` inputs of ``settings.split`` at each temperature
-  of ``settings``, in chunks of ``settings.chunk`` rows, chunk ``c`` with the key
-  ``fold_in(fold_in(PRNGKey(seed + 5000011), round(1000 T)), c)`` for every draft
-  (common random numbers), against the split's references
-  (:func:`experiments.model_garden.bleu_stats`).  Cached per draft identity
-  under ``cache_dir`` like :func:`experiments.remeasure.remeasure`.
+  The metric is the task's (:func:`dspec_models.training.evaluation.metric_kind`
+  of the teacher's task; :data:`SCORES`).  Generation metrics: ancestral
+  decoding (:func:`dspec_models.speculative.autoregressive_generate`) of
+  ``settings.num_examples`` inputs of ``settings.split`` at each temperature of
+  ``settings``, in chunks of ``settings.chunk`` rows, chunk ``c`` with the key
+  ``fold_in(fold_in(PRNGKey(seed + 5000011), round(1000 T)), c)`` for every
+  draft (common random numbers), against the split's reference texts
+  (:func:`text_score_stats`).  Perplexity: the teacher-forced negative
+  log-likelihoods of the split's first ``num_examples`` tokenized references
+  (:func:`reference_nll_stats`; the same rows at every temperature).  Cached
+  per draft identity under ``cache_dir`` like :func:`experiments.remeasure.remeasure`
+  (schema :data:`SCORE_SCHEMA`).
 
   Returns:
-    ``{draft: {"T<t>": int [n, 10] as lists}}``.
+    ``(kind, {draft: {"T<t>": [n, width] as lists}})`` (:func:`score_value` reads the rows).
   """
   import jax
 
   from dspec_models.data import decode, load_examples
   from dspec_models.speculative import autoregressive_generate
+  from dspec_models.training.evaluation import metric_kind
   from dspec_models.training.rundir import load_model, model_identity, read_config
-  from experiments.model_garden import bleu_stats
   from experiments.pairs import _locked
 
   cache_dir = Path(cache_dir)
   cache_dir.mkdir(parents=True, exist_ok=True)
   tcfg = read_config(teacher_run)
   task, vocab_size = tcfg["task"], int(tcfg["vocab"]["vocab_size"])
+  kind = check_kind(metric_kind(task))
   inputs = references = None
   out = {}
   for name, (run, step) in drafts.items():
     d_cfg, d_params, d_extra = load_model(run, step)
     ident = {
-      "schema": "distillspec.recipe_grid.bleu/1",
+      "schema": SCORE_SCHEMA,
+      "metric": kind,
       "draft": model_identity(Path(run).resolve(), d_extra["step"], d_params),
       "split": settings.split,
       "n": settings.num_examples,
@@ -486,33 +761,54 @@ def draft_bleu_stats(
         with open(path) as f:
           out[name] = json.load(f)["stats"]
         continue
-      if inputs is None:
-        inputs = np.asarray(remeasure.heldout_inputs(teacher_run, settings), np.int32)
-        inputs = inputs[: settings.num_examples]
-        refs = load_examples(task, settings.split, limit=settings.num_examples)
-        references = [ex["targets"] for ex in refs]
-      stats = {}
-      for t in settings.temperatures:
-        key = jax.random.fold_in(
-          jax.random.PRNGKey(int(settings.seed) + 5_000_011), int(round(1000 * float(t)))
-        )
-        texts = []
-        for c, lo in enumerate(range(0, inputs.shape[0], settings.chunk)):
-          res = autoregressive_generate(
-            (d_cfg, d_params),
-            inputs[lo : lo + settings.chunk],
-            temperature=float(t),
-            key=jax.random.fold_in(key, c),
-            max_new_tokens=int(d_extra["max_target_len"]),
+      if kind == "perplexity":
+        if references is None:
+          from dspec_models.measure.examples import heldout_examples
+
+          held = heldout_examples(
+            task,
+            settings.split,
+            settings.num_examples,
+            max_input_len=int(tcfg.get("max_input_len") or 0),
+            max_target_len=int(tcfg["max_target_len"]),
+            vocab=tcfg["vocab"],
           )
-          texts += decode(np.asarray(res.tokens), task, vocab_size)
-        stats[f"T{float(t):g}"] = bleu_stats(texts, references).tolist()
+          references = held.references
+          if references.shape[0] < settings.num_examples:
+            raise ValueError(
+              f"num_examples={settings.num_examples} but the {settings.split} split has only"
+              f" {references.shape[0]} examples"
+            )
+        rows = reference_nll_stats((d_cfg, d_params), references, settings.chunk).tolist()
+        stats = {f"T{float(t):g}": rows for t in settings.temperatures}
+      else:
+        if inputs is None:
+          inputs = np.asarray(remeasure.heldout_inputs(teacher_run, settings), np.int32)
+          inputs = inputs[: settings.num_examples]
+          refs = load_examples(task, settings.split, limit=settings.num_examples)
+          references = [ex["targets"] for ex in refs]
+        stats = {}
+        for t in settings.temperatures:
+          key = jax.random.fold_in(
+            jax.random.PRNGKey(int(settings.seed) + 5_000_011), int(round(1000 * float(t)))
+          )
+          texts = []
+          for c, lo in enumerate(range(0, inputs.shape[0], settings.chunk)):
+            res = autoregressive_generate(
+              (d_cfg, d_params),
+              inputs[lo : lo + settings.chunk],
+              temperature=float(t),
+              key=jax.random.fold_in(key, c),
+              max_new_tokens=int(d_extra["max_target_len"]),
+            )
+            texts += decode(np.asarray(res.tokens), task, vocab_size)
+          stats[f"T{float(t):g}"] = text_score_stats(kind, texts, references).tolist()
       tmp = str(path) + ".tmp"
       with open(tmp, "w") as f:
         json.dump({"identity": ident, "stats": stats}, f)
       os.replace(tmp, path)
       out[name] = stats
-  return out
+  return kind, out
 
 
 # --------------------------------------------------------------------------------------
@@ -522,8 +818,9 @@ def draft_bleu_stats(
 def analyse(
   cells: Sequence[tuple[str, str]],
   tau: Mapping[float, Mapping[str, np.ndarray]],
-  bleu_boot: Mapping[float, Mapping[str, np.ndarray]],
-  bleu_full: Mapping[float, Mapping[str, float]],
+  score_boot: Mapping[float, Mapping[str, np.ndarray]],
+  score_full: Mapping[float, Mapping[str, float]],
+  paper_cells: Optional[Mapping[float, tuple[str, str]]] = None,
 ) -> dict[float, dict]:
   """Per temperature: every cell's gains and the grid's contrasts.
 
@@ -531,17 +828,20 @@ def analyse(
     cells: the ``(source, divergence)`` cells present.
     tau: ``{T: {draft: per-example tau [n]}}`` including ``UNDISTILLED``
       (and any extra drafts, ignored here).
-    bleu_boot, bleu_full: ``{T: {draft: ...}}`` as :func:`bleu_contrast`.
+    score_boot, score_full: ``{T: {draft: ...}}`` oriented task scores as :func:`score_contrast`.
+    paper_cells: ``{T: (source, divergence)}`` the cell the paper names best at ``T``
+      (:func:`paper_cells`); where it is present, ``"paper_cell"`` compares our
+      best cell (by tau gain) with it.
 
   Returns:
-    ``{T: {"cells": {cell_name: {"source", "divergence", "dtau", "dbleu"}},
-    "rows": {source: {"dtau", "dbleu"}}, "cols": {div: {...}}, "contrasts": {...},
-    "best": {...}, "correlation": {...}}}``.
+    ``{T: {"cells": {cell_name: {"source", "divergence", "dtau", "dscore"}},
+    "rows": {source: {"dtau", "dscore"}}, "cols": {div: {...}}, "contrasts": {...},
+    "best": {...}, "correlation": {...}[, "paper_cell": {...}]}}``.
   """
   out = {}
   present = list(cells)
   for t in tau:
-    per, boot, full = tau[t], bleu_boot[t], bleu_full[t]
+    per, boot, full = tau[t], score_boot[t], score_full[t]
     table = {}
     for s, d in present:
       n = cell_name(s, d)
@@ -550,7 +850,7 @@ def analyse(
         "divergence": d,
         "dtau": contrast(per, {n: 1.0, UNDISTILLED: -1.0}),
         "tau_after": contrast(per, {n: 1.0}),
-        "dbleu": bleu_contrast(boot, full, {n: 1.0, UNDISTILLED: -1.0}),
+        "dscore": score_contrast(boot, full, {n: 1.0, UNDISTILLED: -1.0}),
       }
     sources = [s for s in SOURCES if any(c[0] == s for c in present)]
     divs = [d for d in DIVERGENCES if any(c[1] == d for c in present)]
@@ -561,7 +861,7 @@ def analyse(
       rows[s] = {
         "divergences": ds,
         "dtau": contrast(per, {**w, UNDISTILLED: -1.0}),
-        "dbleu": bleu_contrast(boot, full, {**w, UNDISTILLED: -1.0}),
+        "dscore": score_contrast(boot, full, {**w, UNDISTILLED: -1.0}),
       }
     for d in divs:
       ss = [s for s in sources if (s, d) in present]
@@ -569,7 +869,7 @@ def analyse(
       cols[d] = {
         "sources": ss,
         "dtau": contrast(per, {**w, UNDISTILLED: -1.0}),
-        "dbleu": bleu_contrast(boot, full, {**w, UNDISTILLED: -1.0}),
+        "dscore": score_contrast(boot, full, {**w, UNDISTILLED: -1.0}),
       }
     contrasts = {}
     gen = [s for s in GENERATED if s in sources]
@@ -587,7 +887,7 @@ def analyse(
         contrasts[label] = {
           "matched_divergences": matched,
           "dtau": contrast(per, w),
-          "dbleu": bleu_contrast(boot, full, w),
+          "dscore": score_contrast(boot, full, w),
         }
     # TVD vs the best other divergence (by the column's mean tau gain), matched sources.
     if "tvd" in divs and len(divs) > 1:
@@ -602,8 +902,8 @@ def analyse(
         }
     names = list(table)
     best_tau = max(names, key=lambda n: table[n]["dtau"]["value"])
-    best_bleu = max(names, key=lambda n: table[n]["dbleu"]["value"])
-    best = {"tau": best_tau, "bleu": best_bleu}
+    best_score = max(names, key=lambda n: table[n]["dscore"]["value"])
+    best = {"tau": best_tau, "score": best_score}
     if len(names) > 1:
       second = max((n for n in names if n != best_tau), key=lambda n: table[n]["dtau"]["value"])
       best["tau_runner_up"] = second
@@ -611,7 +911,7 @@ def analyse(
       best["best_divergence"] = max(divs, key=lambda d: cols[d]["dtau"]["value"])
       best["best_source"] = max(sources, key=lambda s: rows[s]["dtau"]["value"])
     corr = correlation(
-      [table[n]["dbleu"]["value"] for n in names], [table[n]["dtau"]["value"] for n in names]
+      [table[n]["dscore"]["value"] for n in names], [table[n]["dtau"]["value"] for n in names]
     )
     out[t] = {
       "cells": table,
@@ -621,6 +921,19 @@ def analyse(
       "best": best,
       "correlation": corr,
     }
+    ref = (paper_cells or {}).get(t)
+    if ref is not None:
+      pn = cell_name(*ref)
+      out[t]["paper_cell"] = {
+        "cell": pn,
+        "present": pn in table,
+        "best": best_tau,
+        "best_minus_paper": None,
+      }
+      if pn == best_tau:
+        out[t]["paper_cell"]["best_minus_paper"] = {"value": 0.0, "se": 0.0, "n": len(per[pn])}
+      elif pn in table:
+        out[t]["paper_cell"]["best_minus_paper"] = contrast(per, {best_tau: 1.0, pn: -1.0})
   return out
 
 
@@ -677,13 +990,45 @@ def markov_comparison(an_t: dict, markov_result: Optional[dict]) -> Optional[dic
   }
 
 
+def score_degenerate(an_t: dict) -> bool:
+  """True when every cell's task-score gain is 0 with se 0 (e.g. exact match 0 for every draft).
+
+  Then the task score measures nothing: no score finding can be resolved.
+
+  Example:
+    >>> z = {"dscore": {"value": 0.0, "se": 0.0}}
+    >>> score_degenerate({"cells": {"a": z, "b": z}})
+    True
+    >>> score_degenerate({"cells": {"a": z, "b": {"dscore": {"value": 0.0, "se": 0.1}}}})
+    False
+  """
+  cells = an_t["cells"].values()
+  return bool(cells) and all(
+    c["dscore"]["value"] == 0 and not c["dscore"]["se"] for c in an_t["cells"].values()
+  )
+
+
 def _label(name: str, table: dict) -> str:
   c = table[name]
   return f"{SOURCE_LABELS[c['source']]} + {DIV_LABELS[c['divergence']]}"
 
 
+def task_kind(task: Optional[str]) -> str:
+  """The metric kind of ``task``'s own score (None: En-De's ``bleu``).
+
+  Example:
+    >>> task_kind(None), task_kind("dspec_lm_ptb"), task_kind("dspec_summarize_debian")
+    ('bleu', 'perplexity', 'rouge')
+  """
+  from dspec_models.training.evaluation import metric_kind
+
+  return check_kind(metric_kind(check_task(task)))
+
+
 def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int) -> list:
   findings = []
+  task = check_task(cfg.task)
+  sc = SCORES[task_kind(task)]
   g = int(cfg.gamma)
   temps = sorted(an)
   miss = (
@@ -779,8 +1124,57 @@ def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int)
     findings.append(
       base.finding(
         f"The best divergence and data source depend on the decoding (Figure 4; {where})",
-        PAPER_CLAIMS["best_depends"] + "; we have one task (En-De), so only T can vary",
+        PAPER_CLAIMS["best_depends"]
+        + f"; we have one task ({TASK_NAMES[task]}), so only T can vary",
         "; ".join(parts),
+        verdict,
+        why,
+      )
+    )
+
+  # 3b. The cell section 5.2 names best for this task's dataset vs our best (tau gain).
+  named = [t for t in temps if "paper_cell" in an[t]]
+  if named:
+    ds = TASK_DATASETS[task]
+    refs = paper_cells(task)
+    parts, behind, measured = [], [], 0
+    for t in named:
+      pc, tab = an[t]["paper_cell"], an[t]["cells"]
+      s_, d_ = refs[t]
+      theirs = f"{SOURCE_LABELS[s_]} + {DIV_LABELS[d_]}"
+      if not pc["present"]:
+        parts.append(f"T={t:g}: the paper's cell {theirs} is not in this grid (missing)")
+        continue
+      measured += 1
+      lead = pc["best_minus_paper"]
+      parts.append(
+        f"T={t:g}: paper's cell {theirs} {fmt(tab[pc['cell']]['dtau'])}; our best"
+        f" {_label(pc['best'], tab)} {fmt(tab[pc['best']]['dtau'])}; best minus paper's"
+        f" {fmt(lead)}"
+      )
+      if lead["value"] > TWO_SE * (lead["se"] or 0):
+        behind.append(f"T={t:g}: {_label(pc['best'], tab)}")
+    if not measured:
+      verdict, why = "not applicable at this scale", "the paper's cell is not in this grid"
+    elif not behind:
+      verdict = "reproduced in direction"
+      why = (
+        "the paper's cell is our best, or within 2 paired se of our best, at every named"
+        " temperature measured"
+      )
+    else:
+      verdict = "not reproduced"
+      why = "our best cell leads the paper's beyond 2 paired se (" + "; ".join(behind) + ")"
+    findings.append(
+      base.finding(
+        f"The cell the paper names best for {ds} vs our best ({TASK_NAMES[task]}; Figure 4;"
+        f" {where})",
+        f"{ds}: "
+        + "; ".join(
+          f"T={t:g} {SOURCE_LABELS[s_]} + {DIV_LABELS[d_]} best" for t, (s_, d_) in refs.items()
+        )
+        + " (section 5.2's text; Figure 4 prints no numbers)",
+        "; ".join(parts) + " (tau gain, paired se over inputs)",
         verdict,
         why,
       )
@@ -815,32 +1209,48 @@ def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int)
       )
     )
 
-  # 5. Task score (BLEU of the draft alone): generated data and draft vs teacher.
-  parts, verdicts = [], []
+  # 5. Task score (the task's metric of the draft alone): generated data and draft vs teacher.
+  parts, verdicts, flat = [], [], []
   for t in temps:
     cs = an[t]["contrasts"]
     if "generated_minus_fixed" not in cs:
       continue
-    gm, st = cs["generated_minus_fixed"]["dbleu"], cs.get("student_minus_teacher")
-    best = an[t]["best"]["bleu"]
+    if score_degenerate(an[t]):
+      flat.append(t)
+      parts.append(f"T={t:g}: every cell's {sc['gain']} is 0 with se 0")
+      continue
+    gm, st = cs["generated_minus_fixed"]["dscore"], cs.get("student_minus_teacher")
+    best = an[t]["best"]["score"]
     parts.append(
-      f"T={t:g}: BLEU gain of the generated rows minus the fixed row {fmt(gm, 2)}"
-      + (f", draft minus teacher rows {fmt(st['dbleu'], 2)}" if st else "")
-      + f"; best cell {_label(best, an[t]['cells'])} {fmt(an[t]['cells'][best]['dbleu'], 2)}"
+      f"T={t:g}: {sc['gain']} of the generated rows minus the fixed row {fmt(gm, 2)}"
+      + (f", draft minus teacher rows {fmt(st['dscore'], 2)}" if st else "")
+      + f"; best cell {_label(best, an[t]['cells'])} {fmt(an[t]['cells'][best]['dscore'], 2)}"
     )
     v1, _ = _sign_verdict(gm)
-    ok2 = st is None or st["dbleu"]["value"] >= -TWO_SE * (st["dbleu"]["se"] or 0)
+    ok2 = st is None or st["dscore"]["value"] >= -TWO_SE * (st["dscore"]["se"] or 0)
     verdicts.append(v1 == "reproduced in direction" and ok2)
   if parts:
-    ok = all(verdicts)
+    if verdicts:
+      verdict = "reproduced in direction" if all(verdicts) else "not reproduced"
+      why = (
+        f"{sum(verdicts)} of {len(verdicts)} temperatures: generated rows above fixed beyond 2 se"
+        " and draft rows not below teacher rows beyond 2 se"
+      )
+    else:
+      verdict, why = "not applicable at this scale", "the score resolves nothing at this size"
+    if flat:
+      why += (
+        f"; at T={', '.join(f'{t:g}' for t in flat)} every draft, the undistilled one included,"
+        f" has the same {sc['label']} on every input"
+      )
     findings.append(
       base.finding(
-        f"Generated data improves the draft's own BLEU more than fixed data (D.14, D.16; {where})",
+        f"Generated data improves the draft's own {sc['label']} more than fixed data (D.14, D.16;"
+        f" {where})",
         PAPER_CLAIMS["score_generated"],
-        "; ".join(parts) + " (BLEU points, paired bootstrap se over inputs)",
-        "reproduced in direction" if ok else "not reproduced",
-        f"{sum(verdicts)} of {len(verdicts)} temperatures: generated rows above fixed beyond 2 se"
-        " and draft rows not below teacher rows beyond 2 se",
+        "; ".join(parts) + f" ({sc['units']}, paired bootstrap se over inputs)",
+        verdict,
+        why,
       )
     )
 
@@ -851,7 +1261,7 @@ def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int)
     b = an[t]["best"]
     if c["r"] is None:
       continue
-    same = b["tau"] == b["bleu"]
+    same = b["tau"] == b["score"]
     differ += not same
     ci = f" (95% {c['lo']:+.2f} to {c['hi']:+.2f})" if c["lo"] is not None else ""
     tested += c["lo"] is not None
@@ -859,7 +1269,7 @@ def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int)
     aligned += is_aligned
     parts.append(
       f"T={t:g}: Pearson r {c['r']:+.2f}{ci}, Spearman {c['spearman']:+.2f} over {c['n']} cells;"
-      f" best-BLEU cell {'is' if same else 'is not'} the best-tau cell"
+      f" best-{sc['label']} cell {'is' if same else 'is not'} the best-tau cell"
     )
   if parts:
     ok = aligned == 0
@@ -874,7 +1284,8 @@ def _findings(an: dict, grid: dict, cfg: Config, markov: Optional[dict], n: int)
       )
     findings.append(
       base.finding(
-        f"BLEU gain and tau gain are not aligned (Figure 5a, D.18, D.19; {where})",
+        f"{sc['gain'][0].upper()}{sc['gain'][1:]} and tau gain are not aligned (Figure 5a, D.18,"
+        f" D.19; {where})",
         PAPER_CLAIMS["dichotomy"],
         "; ".join(parts),
         verdict,
@@ -932,11 +1343,13 @@ def _plot(an: dict, cfg: Config, grid: dict, path: str, path5a: str) -> None:
   import matplotlib.pyplot as plt
 
   temps = sorted(an)
+  task = check_task(cfg.task)
+  sc = SCORES[task_kind(task)]
   rows, cols = list(cfg.sources), list(cfg.divergences)
   fig, axes = plt.subplots(2, len(temps), figsize=(5.2 * len(temps), 8.4), squeeze=False)
   for j, t in enumerate(temps):
     for i, (field, label, digits) in enumerate(
-      (("dtau", f"tau gain (gamma={cfg.gamma})", 3), ("dbleu", "BLEU gain (draft alone)", 2))
+      (("dtau", f"tau gain (gamma={cfg.gamma})", 3), ("dscore", f"{sc['gain']} (draft alone)", 2))
     ):
       ax = axes[i][j]
       grid_v = np.full((len(rows), len(cols)), np.nan)
@@ -959,7 +1372,7 @@ def _plot(an: dict, cfg: Config, grid: dict, path: str, path5a: str) -> None:
       ax.set_yticks(range(len(rows)), [SOURCE_LABELS[s] for s in rows])
       ax.set_title(f"{label}, T={t:g}", fontsize=10)
   fig.suptitle(
-    f"Recipe grid on En-De, {grid['steps']} distillation steps per cell\n(Figure 4 / D.14-D.17"
+    f"Recipe grid on {TASK_NAMES[task]}, {grid['steps']} distillation steps per cell\n(Figure 4 / D.14-D.17"
     " analogue; +- paired se)",
     fontsize=10,
   )
@@ -974,9 +1387,9 @@ def _plot(an: dict, cfg: Config, grid: dict, path: str, path5a: str) -> None:
     ax = axes[0][j]
     for name, c in an[t]["cells"].items():
       ax.errorbar(
-        c["dbleu"]["value"],
+        c["dscore"]["value"],
         c["dtau"]["value"],
-        xerr=c["dbleu"]["se"] or 0,
+        xerr=c["dscore"]["se"] or 0,
         yerr=c["dtau"]["se"] or 0,
         fmt=markers[c["source"]],
         color=colors[c["divergence"]],
@@ -988,7 +1401,7 @@ def _plot(an: dict, cfg: Config, grid: dict, path: str, path5a: str) -> None:
     r = "n/a" if corr["r"] is None else f"{corr['r']:+.2f}"
     ax.axhline(0, color="k", lw=0.5)
     ax.axvline(0, color="k", lw=0.5)
-    ax.set_xlabel("BLEU gain of the draft alone (+- se)")
+    ax.set_xlabel(f"{sc['gain']} of the draft alone (+- se)")
     ax.set_ylabel(f"tau gain, gamma={cfg.gamma} (+- se)")
     ax.set_title(f"T={t:g}: Pearson r = {r} over {corr['n']} cells", fontsize=10)
     if j == len(temps) - 1:
@@ -1009,8 +1422,37 @@ def _markov_result() -> Optional[dict]:
     return None
 
 
+def score_tables(
+  kind: str, stats: Mapping[str, Mapping[str, Any]], temperatures: Sequence[float], idx: np.ndarray
+) -> tuple[dict, dict, dict]:
+  """``(boot, full, natural)``, each ``{T: {draft: ...}}``, from :func:`draft_score_stats`.
+
+  ``natural``: :func:`score_value` (BLEU, ROUGE-2, exact match %, perplexity);
+  ``full`` and ``boot``: the oriented (:func:`oriented`) value on all inputs and
+  on every resample ``idx[b]`` (:func:`bootstrap_scores`), as :func:`score_contrast` takes.
+  """
+  boot, full, natural = {}, {}, {}
+  for t in temperatures:
+    t = float(t)
+    boot[t], full[t], natural[t] = {}, {}, {}
+    for d, per_t in stats.items():
+      rows = per_t[f"T{t:g}"]
+      natural[t][d] = score_value(kind, rows)
+      full[t][d] = oriented(kind, natural[t][d])
+      boot[t][d] = oriented(kind, bootstrap_scores(kind, rows, idx))
+  return boot, full, natural
+
+
+def _module(task: Optional[str], kind: str) -> Any:
+  """This module for En-De; else speedup_table's task module with the task's metric in TITLE."""
+  mod = task_module(__import__(__name__, fromlist=["NAME"]), task)
+  if check_task(task) != DEFAULT_TASK:
+    mod.TITLE = mod.TITLE.replace("BLEU gain", SCORES[kind]["gain"])
+  return mod
+
+
 def run(cfg: Config, out_dir: str) -> dict[str, Any]:
-  from experiments.model_garden import bleu_from_stats, bootstrap_bleu, bootstrap_indices
+  from experiments.model_garden import bootstrap_indices
   from experiments.pairs import task_dir
 
   start = time.perf_counter()
@@ -1024,17 +1466,18 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
     drafts[f"preset_{p}"] = (str(run_dir), None)
   tdir = task_dir(grid["root"], pair)
   measured = remeasure.remeasure(grid["teacher"], drafts, settings, tdir / "remeasure")
-  stats = draft_bleu_stats(grid["teacher"], drafts, settings, tdir / "recipe_grid_bleu")
+  kind, stats = draft_score_stats(grid["teacher"], drafts, settings, tdir / "recipe_grid_score")
+  if kind != task_kind(cfg.task):
+    raise ValueError(f"the teacher's task is scored by {kind}, not {task_kind(cfg.task)}")
   n = settings.num_examples
   idx = bootstrap_indices(n, cfg.bleu_resamples, cfg.seed)
-  tau, boot, full = {}, {}, {}
-  for t in settings.temperatures:
-    t = float(t)
-    tau[t] = {d: remeasure.per_example_tau(measured[d], t, cfg.gamma) for d in drafts}
-    st = {d: np.asarray(stats[d][f"T{t:g}"], np.int64) for d in drafts}
-    boot[t] = {d: bootstrap_bleu(st[d], idx) for d in drafts}
-    full[t] = {d: bleu_from_stats(st[d].sum(0)) for d in drafts}
-  an = analyse(list(grid["runs"]), tau, boot, full)
+  tau = {
+    float(t): {d: remeasure.per_example_tau(measured[d], float(t), cfg.gamma) for d in drafts}
+    for t in settings.temperatures
+  }
+  boot, full, natural = score_tables(kind, stats, settings.temperatures, idx)
+  refs = paper_cells(cfg.task)
+  an = analyse(list(grid["runs"]), tau, boot, full, refs)
   markov = markov_comparison(an[1.0 if 1.0 in an else max(an)], _markov_result())
   findings = _findings(an, grid, cfg, markov, n)
   os.makedirs(out_dir, exist_ok=True)
@@ -1042,11 +1485,13 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
   before = {
     f"T{t:g}": {
       "tau": remeasure.cell_stats(measured[UNDISTILLED], t, cfg.gamma)["tau_mean_of_ratios"],
-      "bleu": full[t][UNDISTILLED],
+      "score": natural[t][UNDISTILLED],
     }
     for t in an
   }
   data = {
+    "task": pair.task,
+    "score_metric": {"kind": kind, **SCORES[kind]},
     "steps_per_cell": grid["steps"],
     "gamma": int(cfg.gamma),
     "settings": dataclasses.asdict(settings),
@@ -1054,13 +1499,14 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
     "reused_presets": grid["reused"],
     "missing": [f"{s}|{d}" for s, d in grid["missing"]],
     "undistilled": before,
-    "bleu_full": {f"T{t:g}": full[t] for t in an},
+    "score_full": {f"T{t:g}": natural[t] for t in an},
     "analysis": {f"T{t:g}": an[t] for t in an},
     "preset_check": _preset_check(tau, grid),
     "markov_comparison": markov,
     "paper": {
       "claims": PAPER_CLAIMS,
       "best_cells": {k: list(v) for k, v in PAPER_BEST.items()},
+      "task_best_cells": {f"T{t:g}": list(c) for t, c in refs.items()},
       "numbers": "Figure 4 and D.14-D.19 print no numbers",
     },
     "remeasure_elapsed_s": {d: measured[d].get("elapsed_s") for d in drafts},
@@ -1108,20 +1554,18 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
       if ldrafts[UNDISTILLED] != drafts[UNDISTILLED]:
         raise ValueError("long_steps: the second grid's runs start from another draft")
       lmeasured = remeasure.remeasure(lg["teacher"], ldrafts, settings, tdir / "remeasure")
-      lstats = draft_bleu_stats(lg["teacher"], ldrafts, settings, tdir / "recipe_grid_bleu")
-      ltau, lboot, lfull = {}, {}, {}
+      _, lstats = draft_score_stats(lg["teacher"], ldrafts, settings, tdir / "recipe_grid_score")
+      # Cells under their grid names; the undistilled draft's numbers are the main grid's.
+      lstats = {cell_name(*k): lstats[name] for k, name in names.items()}
+      lboot, lfull, lnatural = score_tables(kind, lstats, list(tau), idx)
+      ltau = {}
       for t in tau:
-        ltau[t], lboot[t], lfull[t] = (
-          {UNDISTILLED: tau[t][UNDISTILLED]},
-          {UNDISTILLED: boot[t][UNDISTILLED]},
-          {UNDISTILLED: full[t][UNDISTILLED]},
-        )
+        ltau[t] = {UNDISTILLED: tau[t][UNDISTILLED]}
+        lboot[t][UNDISTILLED], lfull[t][UNDISTILLED] = boot[t][UNDISTILLED], full[t][UNDISTILLED]
+        lnatural[t][UNDISTILLED] = natural[t][UNDISTILLED]
         for k, name in names.items():
-          st = np.asarray(lstats[name][f"T{t:g}"], np.int64)
           ltau[t][cell_name(*k)] = remeasure.per_example_tau(lmeasured[name], t, cfg.gamma)
-          lboot[t][cell_name(*k)] = bootstrap_bleu(st, idx)
-          lfull[t][cell_name(*k)] = bleu_from_stats(st.sum(0))
-      lan = analyse(list(lg["runs"]), ltau, lboot, lfull)
+      lan = analyse(list(lg["runs"]), ltau, lboot, lfull, refs)
       lmarkov = markov_comparison(lan[1.0 if 1.0 in lan else max(lan)], _markov_result())
       for f in _findings(lan, lg, cfg, lmarkov, n):
         findings.append({**f, "item": f"[{lg['steps']} steps] " + f["item"]})
@@ -1132,7 +1576,7 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
         "runs": {cell_name(*k): str(v) for k, v in lg["runs"].items()},
         "reused_presets": lg["reused"],
         "missing": [f"{s}|{d}" for s, d in lg["missing"]],
-        "bleu_full": {f"T{t:g}": lfull[t] for t in lan},
+        "score_full": {f"T{t:g}": lnatural[t] for t in lan},
         "analysis": {f"T{t:g}": lan[t] for t in lan},
         "markov_comparison": lmarkov,
       }
@@ -1143,7 +1587,7 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
       }
   return base.write_result(
     out_dir,
-    module=__import__(__name__, fromlist=["NAME"]),
+    module=_module(cfg.task, kind),
     config=cfg,
     data=json.loads(json.dumps(_jsonable(data))),
     findings=findings,

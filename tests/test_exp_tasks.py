@@ -165,3 +165,50 @@ def test_degenerate_cells_are_left_out_of_the_all_cells_finding():
   assert speedup_table.selection_tied({"a": e(4.0, 0.0), "b": e(4.0, 0.0)})
   assert not speedup_table.selection_tied({"a": e(4.0, 0.1), "b": e(4.0, 0.1)})
   assert not speedup_table.selection_tied({"a": e(4.0, 0.0), "b": e(3.0, 0.0)})
+
+
+def test_tiny_ptb_recipe_grid_by_cli_and_in_the_report(ptb_runs, tmp_path, monkeypatch, capsys):
+  # Reuses this module's tiny PTB pair and presets (supervised_kd and gkd are grid cells at
+  # the pair's own length); trains the two other cells of the tiny 2 x 2 grid.
+  from experiments import recipe_grid
+
+  monkeypatch.setenv(pairs.ENV_RUNS, ptb_runs)
+  out = tmp_path / "results" / "recipe_grid" / "ptb"
+  assert main(["exp", "recipe_grid", "--scale", "tiny", "--task", PTB, "--out", str(out)]) == 0
+  assert "findings in" in capsys.readouterr().out
+  r = base.read_result(str(out))
+  assert r["experiment"] == "recipe_grid" and r["config"]["task"] == PTB
+  assert "perplexity reduction (PTB for LM1B)" in r["title"]
+  d = r["data"]
+  assert d["task"] == PTB and d["score_metric"]["kind"] == "perplexity"
+  assert d["reused_presets"] == {"grid_fixed_fkl": "supervised_kd", "grid_student_jsd0.5": "gkd"}
+  assert d["steps_per_cell"] == pairs.pair_scale("tiny", PTB).distill_steps
+  for name in ("grid_fixed_jsd0.5", "grid_student_fkl"):
+    assert d["runs"][name] == os.path.join(ptb_runs, "ptb", "distill", name)
+  # Teacher-forced perplexity: one value for every temperature, the gain is its reduction.
+  ppl = d["score_full"]["T1"]
+  cell = d["analysis"]["T1"]["cells"]["grid_student_fkl"]["dscore"]["value"]
+  assert cell == pytest.approx(ppl["undistilled"] - ppl["grid_student_fkl"], abs=1e-9)
+  assert d["undistilled"]["T1"]["score"] == ppl["undistilled"] > 1.0
+  for f in r["findings"]:
+    assert f["verdict"] in base.VERDICTS and "BLEU" not in str(f) and "En-De" not in str(f)
+  assert not any(f["item"].startswith("The cell the paper names") for f in r["findings"])
+  for fig in r["figures"]:
+    assert os.path.getsize(out / fig) > 1000
+  # The report shows it beside the main result.
+  main_dir = tmp_path / "results" / "recipe_grid"
+  base.write_result(
+    str(main_dir),
+    module=recipe_grid,
+    config=recipe_grid.config("tiny"),
+    data={},
+    findings=[base.finding("item", "paper", "ours", "consistent", "why")],
+    figures=[],
+    elapsed_s=1.0,
+  )
+  results, missing = report.collect(str(tmp_path / "results"))
+  tasks = {"recipe_grid": report.collect_tasks(str(tmp_path / "results"), "recipe_grid")}
+  md = report.markdown(results, missing, tasks)
+  assert f"`dspec exp recipe_grid --scale tiny --task {PTB}`" in md
+  assert "](results/recipe_grid/ptb/recipe_grid.png)" in md
+  assert md.index("\n## The DistillSpec recipe grid") < md.index("\n### The DistillSpec recipe")
