@@ -295,19 +295,19 @@ def test_generalised_bleu_path_is_the_old_one_exactly():
 
 
 def _committed_an(analysis: dict) -> dict:
-  """The committed En-De analysis with the generalised key names (dbleu -> dscore)."""
-  text = json.dumps(analysis).replace('"dbleu"', '"dscore"').replace('"bleu":', '"score":')
-  return {float(k[1:]): v for k, v in json.loads(text).items()}
+  """The committed En-De analysis keyed by temperature."""
+  return {float(k[1:]): v for k, v in analysis.items()}
 
 
 def test_committed_en_de_numbers_and_findings_come_out_unchanged():
   r = base.read_result(os.path.join(COMMITTED, "recipe_grid"))
   d, cfg = r["data"], rg.config("cpu")
-  # The En-De config is the committed one (plus the new task field, None).
-  assert {**r["config"], "task": None} == json.loads(json.dumps(dataclasses.asdict(cfg)))
+  # The En-De config is the committed one; the result names its task and metric.
+  assert r["config"] == json.loads(json.dumps(dataclasses.asdict(cfg)))
+  assert d["task"] == "dspec_translate_en_de" and d["score_metric"]["kind"] == "bleu"
   for an_key, full_key, runs in (
-    (d["analysis"], d["bleu_full"], d["runs"]),
-    (d["long_grid"]["analysis"], d["long_grid"]["bleu_full"], d["long_grid"]["runs"]),
+    (d["analysis"], d["score_full"], d["runs"]),
+    (d["long_grid"]["analysis"], d["long_grid"]["score_full"], d["long_grid"]["runs"]),
   ):
     cells = [(c["source"], c["divergence"]) for c in an_key["T0"]["cells"].values()]
     assert sorted(rg.cell_name(*c) for c in cells) == sorted(runs)
@@ -323,11 +323,11 @@ def test_committed_en_de_numbers_and_findings_come_out_unchanged():
       old = an_key[k]
       for part in ("cells", "rows", "cols"):
         for name, entry in old[part].items():
-          assert an[t][part][name]["dscore"]["value"] == entry["dbleu"]["value"], (k, part, name)
+          assert an[t][part][name]["dscore"]["value"] == entry["dscore"]["value"], (k, part, name)
       for name, entry in old["contrasts"].items():
-        if "dbleu" in entry:
-          assert an[t]["contrasts"][name]["dscore"]["value"] == entry["dbleu"]["value"]
-      assert an[t]["best"]["score"] == old["best"]["bleu"]
+        if "dscore" in entry:
+          assert an[t]["contrasts"][name]["dscore"]["value"] == entry["dscore"]["value"]
+      assert an[t]["best"]["score"] == old["best"]["score"]
   # The findings' texts from the committed analysis: identical to the committed ones.
   grid = {"missing": [], "steps": d["steps_per_cell"]}
   mine = rg._findings(_committed_an(d["analysis"]), grid, cfg, d["markov_comparison"], 256)
