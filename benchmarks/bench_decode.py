@@ -48,9 +48,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
+
+from benchmarks._report import write_report
 
 GOALS = {"step_over_limit": 0.7, "verify_over_step": 1.5, "engine_over_model": 1.1}
 COPY_BYTES = 256 * 2**20
@@ -407,10 +408,7 @@ def main(argv=None) -> dict:
     "bandwidth": f"numpy.copyto of {COPY_BYTES >> 20} MiB float32, 2 x bytes per copy",
   }
   if args.out:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_decode.json").write_text(json.dumps(report, indent=1))
-    print(f"report: {out}/bench_decode.json")
+    write_report(Path(args.out) / "bench_decode.json", report)
   return report
 
 

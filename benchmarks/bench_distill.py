@@ -37,10 +37,11 @@ figures from abstract shapes: no weights are loaded and nothing runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
+
+from benchmarks._report import write_report
 
 GOAL = 3.0
 DEFAULT_RUNS = (Path("runs/dspec_translate_en_de/target"), Path("runs/dspec_translate_en_de/draft"))
@@ -153,10 +154,7 @@ def main(argv=None) -> dict:
       print(f"  {label:24s} temporaries {mib(r['temp_bytes']):8.1f} MiB, "
             f"arguments {mib(r['argument_bytes']):7.1f} MiB")
     print(f"  (one model's [B, L, V] float32 logits: {mib(report['logits_bytes_one_model']):.1f} MiB)")
-    out = Path(args.out or "results/bench_distill_memory.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"report: {out}")
+    write_report(args.out or "results/bench_distill_memory.json", report)
     return report
   args.out = args.out or "results/bench_distill.json"
   if (args.teacher is None) != (args.student is None):
@@ -226,10 +224,7 @@ def main(argv=None) -> dict:
         f"{'ok' if report['meets_goal'] else 'MISS'})")
   print(f"  student sampling          {report['sampling_token_slots_per_s']:9.0f} token slots/s"
         f", {report['sampling_real_tokens_per_s']:.0f} real tokens/s")
-  out = Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(report, indent=2) + "\n")
-  print(f"report: {out}")
+  write_report(args.out, report)
   return report
 
 

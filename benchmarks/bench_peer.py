@@ -51,11 +51,12 @@ Without ``llama_cpp`` it prints :data:`SKIP_LINE` and returns None.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 from typing import Optional
+
+from benchmarks._report import write_report
 
 SKIP_LINE = (
   "bench_peer: skipped: llama-cpp-python not installed "
@@ -364,10 +365,7 @@ def main(argv=None) -> Optional[dict]:
     "load_average": [load_before, load_average()],
   }
   if args.out:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_peer.json").write_text(json.dumps(report, indent=1))
-    print(f"report: {out}/bench_peer.json")
+    write_report(Path(args.out) / "bench_peer.json", report)
   return report
 
 

@@ -60,9 +60,10 @@ Run: ``python -m benchmarks.bench_theory [--quick]``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
+
+from benchmarks._report import write_report
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -475,8 +476,7 @@ def main(argv=None) -> dict:
     )
   results = {"sd_stats": sd, "batched": batched, "monte_carlo": mcs}
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    write_report(args.json, results)
   return results
 
 
