@@ -10,8 +10,9 @@ draft model".  The paper's headline: DistillSpec "consistently achieves the
 best trade-off", reducing relative latency from 17.3 to 2.7 (XSum, Rouge2
 23.1 -> 23.0) and from 15.0 to 1.4 (GSM8K, accuracy 33.1 -> 34.8).
 
-Ours, a ladder of three sizes on the shared En-De runs
-(:mod:`experiments.pairs`): ``draft`` (S) < ``target`` (M) <
+Ours, a ladder of three sizes on one task's shared runs (:mod:`experiments.pairs`,
+En-De by default; ``task`` / ``dspec exp model_garden --task T`` another task's smaller pair,
+:func:`experiments.pairs.pair_scale`): ``draft`` (S) < ``target`` (M) <
 ``target_large`` (L, the largest model, the teacher of every distillation).
 Distillation recipe: the paper does not name the one of the garden, so GKD
 with JSD[0.5] on student samples (section 5.1's GKD; ``algo``/``divergence``
@@ -30,11 +31,24 @@ per temperature (common random numbers); SD points at every gamma of
 ``gammas``, the one of lowest predicted latency kept (lossless SD: the choice
 does not bias quality).
 
-* Quality: corpus BLEU of the produced outputs themselves (sacrebleu, as the
-  runs' task score), with a percentile bootstrap over inputs (the same
-  resampled indices for every point, so differences are paired).  Lossless SD
-  has its target's law: at T=0 its outputs equal the target's greedy ones
-  (checked, counted), at T=1 they are another draw (the spread is reported).
+* Quality: the task's own score (:data:`QUALITY`; the metric kinds of
+  :data:`experiments.recipe_grid.SCORES`), with a percentile bootstrap over inputs
+  (the same resampled indices for every point, so differences are paired).
+  Generation tasks score the produced outputs themselves: corpus BLEU
+  (sacrebleu; En-De, the runs' task score), mean ROUGE-2 F x 100 (Debian
+  summaries, XSum's Rouge2), exact match of the final number in % (GSM-Symbolic,
+  GSM8K's accuracy).  Lossless SD has its target's law: at T=0 its outputs equal
+  the target's greedy ones (checked, counted), at T=1 they are another draw (the
+  spread is reported).  PTB (LM1B's stand-in) has no task score: its points
+  decode continuations of 8-token prompts (the latency axis), and their quality
+  is the teacher-forced perplexity of the test references under the model whose
+  law the point samples -- the model itself for raw and distilled points, the
+  *target* for SD points (lossless: SD samples the target's law, so it is
+  assigned the target's perplexity; the T=0 rows equal to the greedy target
+  check it).  Perplexity does not depend on the decoding temperature (one value
+  in both panels) and lower is better: the frontier, the paired differences and
+  the headline use the oriented score (``-perplexity``), so every "gain" is a
+  perplexity *reduction*.
 * Latency: relative latency per generated token in units of one decoding step
   of L (raw L = 1).  ``c_X = t_X / t_L`` from the measurement core's timing
   (:func:`dspec_models.measure.timing.model_latency`: warm batch-1 decoding
@@ -58,6 +72,13 @@ from typing import Any, Optional
 import numpy as np
 
 from experiments import base
+from experiments.speedup_table import (
+  DEFAULT_TASK,
+  TASK_DATASETS,
+  TASK_NAMES,
+  check_task,
+  task_module,
+)
 
 NAME = "model_garden"
 TITLE = "Model garden: raw, distilled, speculative and DistillSpec quality vs latency"
@@ -83,6 +104,17 @@ POINTS = (
   ("distillspec", L, M_L),
 )
 COST_MODELS = ("measured", "params")
+# What the quality of a point is, per metric kind (experiments.recipe_grid.SCORES).
+QUALITY = {
+  "bleu": "corpus BLEU (sacrebleu) of the produced outputs, percentile bootstrap over inputs",
+  "rouge": "mean ROUGE-2 F-measure (x100) of the produced outputs, percentile bootstrap over"
+  " inputs",
+  "exact_match": "exact-match accuracy (%) of the final number of the produced outputs,"
+  " percentile bootstrap over inputs",
+  "perplexity": "teacher-forced perplexity of the test references (lower is better) under the"
+  " model whose law the point samples: the model itself (raw, distilled) or the SD point's"
+  " target (lossless SD); temperature-independent; percentile bootstrap over references",
+}
 # Each DistillSpec point and the Speculative point of the same sizes.
 PAIRED = (
   ("SD(M<L, S<M<L)", "SD(M, S)"),
@@ -156,11 +188,21 @@ class Config(base.RunsConfig):
     default=15, metadata={"help": "repeats of the forward-pass timings behind the costs"}
   )
   bootstrap: int = dataclasses.field(
-    default=1000, metadata={"help": "bootstrap resamples of the inputs for BLEU intervals"}
+    default=1000, metadata={"help": "bootstrap resamples of the inputs for quality intervals"}
+  )
+  task: Optional[str] = dataclasses.field(
+    default=None,
+    metadata={
+      "help": "task of the shared runs (None: dspec_translate_en_de, the WMT stand-in;"
+      " dspec_lm_ptb, dspec_summarize_debian, dspec_math_gsm run at their own smaller scale,"
+      " experiments.pairs.TASK_SCALES)"
+    },
   )
 
   def __post_init__(self):
     super().__post_init__()
+    if self.task is not None:
+      check_task(self.task)
     for name in ("num_examples", "latency_repeats", "bootstrap"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -177,13 +219,22 @@ class Config(base.RunsConfig):
       raise ValueError(f"seed must be >= 0; got {self.seed!r}")
 
 
-def config(scale: str) -> Config:
+def config(scale: str, task: Optional[str] = None) -> Config:
+  """The configuration at ``scale`` for ``task`` (None or En-De: the default task, ``task=None``).
+
+  Example:
+    >>> config("cpu", "dspec_translate_en_de") == config("cpu"), config("tiny", "dspec_lm_ptb").task
+    (True, 'dspec_lm_ptb')
+  """
   base.check_scale(scale)
+  task = None if task is None or check_task(task) == DEFAULT_TASK else task
   if scale == "tiny":
-    return Config(scale=scale, num_examples=4, gammas=(2,), latency_repeats=1, bootstrap=50)
+    return Config(
+      scale=scale, num_examples=4, gammas=(2,), latency_repeats=1, bootstrap=50, task=task
+    )
   if scale == "paper":
-    return Config(scale=scale, num_examples=512)
-  return Config(scale=scale)
+    return Config(scale=scale, num_examples=512, task=task)
+  return Config(scale=scale, task=task)
 
 
 # --------------------------------------------------------------------------------------
@@ -191,9 +242,9 @@ def config(scale: str) -> Config:
 
 
 def _pair(cfg: Config):
-  from experiments.pairs import PAIR_SCALES
+  from experiments.pairs import pair_scale
 
-  return PAIR_SCALES[cfg.scale]
+  return pair_scale(cfg.scale, cfg.task)
 
 
 def run_name(cfg: Config, student: str, teacher: str) -> str:
@@ -210,12 +261,13 @@ def run_name(cfg: Config, student: str, teacher: str) -> str:
 def garden_runs(cfg: Config, out_dir: str, *, progress: bool = False) -> dict[str, Any]:
   """``{model: run_dir}`` of the ladder and its three distillations (trained or reused).
 
+  The runs of ``cfg.task``'s pair (:func:`experiments.pairs.pair_scale`), under its task folder.
   Each distillation evaluates itself at its start and end only (SD cells with its
-  teacher as target, BLEU); this experiment measures every point itself.
+  teacher as target, the task score); this experiment measures every point itself.
   """
   from experiments import pairs
 
-  pair = pairs.PAIR_SCALES[cfg.scale]
+  pair = _pair(cfg)
   root = pairs.runs_root(cfg.runs_root, cfg.scale, out_dir)
   target, draft = pairs.pair_runs(pair, root, progress=progress)
   large = pairs.larger_target_run(pair, root, progress=progress)
@@ -319,6 +371,90 @@ def paired_bleu_difference(stats_a, stats_b, idx: np.ndarray) -> dict:
   }
 
 
+def task_kind(task: Optional[str]) -> str:
+  """The metric kind of ``task``'s quality (None: En-De's ``bleu``; :data:`QUALITY`).
+
+  Example:
+    >>> task_kind(None), task_kind("dspec_math_gsm"), task_kind("dspec_lm_ptb")
+    ('bleu', 'exact_match', 'perplexity')
+  """
+  from dspec_models.training.evaluation import metric_kind
+  from experiments.recipe_grid import check_kind
+
+  return check_kind(metric_kind(check_task(task)))
+
+
+def quality_estimate(kind: str, stats: Any, boot: np.ndarray) -> dict:
+  """``{"value", "se", "lo", "hi", "n"}``: the quality of ``kind`` on all inputs (its natural
+  value, e.g. perplexity), bootstrap se and 95% percentile interval.
+
+  ``stats``: per-input rows (:func:`experiments.recipe_grid.text_score_stats`, or
+  :func:`experiments.recipe_grid.reference_nll_stats` for perplexity); ``boot``: the value of
+  every resample (:func:`experiments.recipe_grid.bootstrap_scores`).  For ``bleu`` this is
+  :func:`bleu_estimate`.
+
+  Example:
+    >>> from experiments.recipe_grid import bootstrap_scores
+    >>> st = np.array([[2.0, 2.0], [4.0, 2.0]])  # [nll, tokens] per reference
+    >>> boot = bootstrap_scores("perplexity", st, np.array([[0, 0], [1, 1]]))  # e, e^2
+    >>> e = quality_estimate("perplexity", st, boot)  # exp(6 / 4)
+    >>> round(e["value"], 4), round(e["lo"], 4), e["n"]
+    (4.4817, 2.8351, 2)
+  """
+  from experiments.recipe_grid import score_value
+
+  boot = np.asarray(boot, np.float64)
+  lo, hi = np.percentile(boot, [2.5, 97.5])
+  return {
+    "value": score_value(kind, stats),
+    "se": float(boot.std(ddof=1)) if boot.size > 1 else None,
+    "lo": float(lo),
+    "hi": float(hi),
+    "n": int(np.asarray(stats).shape[0]),
+  }
+
+
+def quality_gain(kind: str, full_a: float, full_b: float, boot_a, boot_b) -> dict:
+  """``q(b) - q(a)`` of the oriented quality ``q`` (higher is better) with its paired bootstrap.
+
+  ``q = SCORES[kind]["sign"] * value`` (:func:`experiments.recipe_grid.oriented`): the BLEU /
+  ROUGE-2 / exact-match gain of ``b`` over ``a``, or for perplexity the reduction
+  ``ppl(a) - ppl(b)``; > 0: ``b`` is better.  ``full_*``: the natural values on all inputs;
+  ``boot_*``: on the same resamples (paired).  For ``bleu`` this is :func:`paired_bleu_difference`.
+
+  Example:
+    >>> d = quality_gain("perplexity", 15.0, 12.0, np.array([14.0, 16.0]), np.array([12.0, 13.0]))
+    >>> d["value"], d["lo"] > 0
+    (3.0, True)
+  """
+  from experiments.recipe_grid import oriented
+
+  diff = np.asarray(
+    oriented(kind, np.asarray(boot_b, np.float64)) - oriented(kind, np.asarray(boot_a, np.float64)),
+    np.float64,
+  )
+  lo, hi = np.percentile(diff, [2.5, 97.5])
+  return {
+    "value": float(oriented(kind, float(full_b)) - oriented(kind, float(full_a))),
+    "se": float(diff.std(ddof=1)) if diff.size > 1 else None,
+    "lo": float(lo),
+    "hi": float(hi),
+  }
+
+
+def paired_quality_difference(kind: str, stats_a, stats_b, idx: np.ndarray) -> dict:
+  """:func:`quality_gain` of ``b`` over ``a`` from per-input statistics and shared resamples."""
+  from experiments.recipe_grid import bootstrap_scores, score_value
+
+  return quality_gain(
+    kind,
+    score_value(kind, stats_a),
+    score_value(kind, stats_b),
+    bootstrap_scores(kind, stats_a, idx),
+    bootstrap_scores(kind, stats_b, idx),
+  )
+
+
 def sd_latency(tau: dict, gamma: int, c_target: float, c_draft: float) -> dict:
   """Relative latency per token of SD: ``(gamma c_draft + c_target) / tau`` (section 3's model).
 
@@ -338,13 +474,14 @@ def sd_latency(tau: dict, gamma: int, c_target: float, c_draft: float) -> dict:
 
 
 def pareto_front(points: list[dict]) -> list[int]:
-  """Indices of the points no other point dominates (latency <= and BLEU >=, one strictly).
+  """Indices of the points no other point dominates (latency <= and quality >=, one strictly).
 
-  ``points``: dicts with ``"latency"`` and ``"bleu"`` (numbers or ``{"value"}``).
+  ``points``: dicts with ``"latency"`` and ``"quality"`` (numbers or ``{"value"}``), quality
+  oriented so that higher is better (e.g. BLEU, or ``-perplexity``).
 
   Example:
-    >>> pts = [{"latency": 1.0, "bleu": 10.0}, {"latency": 0.5, "bleu": 9.0},
-    ...        {"latency": 0.6, "bleu": 8.0}, {"latency": 0.2, "bleu": 5.0}]
+    >>> pts = [{"latency": 1.0, "quality": 10.0}, {"latency": 0.5, "quality": 9.0},
+    ...        {"latency": 0.6, "quality": 8.0}, {"latency": 0.2, "quality": 5.0}]
     >>> pareto_front(pts)
     [0, 1, 3]
   """
@@ -352,7 +489,7 @@ def pareto_front(points: list[dict]) -> list[int]:
   def val(x):
     return float(x["value"] if isinstance(x, dict) else x)
 
-  xs = [(val(p["latency"]), val(p["bleu"])) for p in points]
+  xs = [(val(p["latency"]), val(p["quality"])) for p in points]
   front = []
   for i, (li, bi) in enumerate(xs):
     dominated = any(
@@ -382,7 +519,13 @@ def _t_key(t: float) -> str:
 
 
 def compute(cfg: Config, out_dir: str) -> dict[str, Any]:
-  """Costs and every decode (resumable through ``partial.jsonl``)."""
+  """Costs and every decode (resumable through ``partial.jsonl``).
+
+  Per decode, the per-input statistics of the task's quality (``"stats"``) for generation
+  metrics; for perplexity one ``nll|<model>`` record per model
+  (:func:`experiments.recipe_grid.reference_nll_stats` of the same ``num_examples`` tokenized
+  references), the decodes keeping only what the latency and the lossless check need.
+  """
   import jax
 
   from dspec_models.data import decode, load_examples
@@ -396,6 +539,7 @@ def compute(cfg: Config, out_dir: str) -> dict[str, Any]:
     speculative_generate,
   )
   from dspec_models.training.rundir import load_model
+  from experiments.recipe_grid import reference_nll_stats, score_value, text_score_stats
 
   done, record = base.resume_log(out_dir, cfg)
   runs = garden_runs(cfg, out_dir)
@@ -407,6 +551,7 @@ def compute(cfg: Config, out_dir: str) -> dict[str, Any]:
     if extras[name]["vocab"] != extras[L]["vocab"]:
       raise ValueError(f"runs_root: {runs[name]} has another vocabulary than {runs[L]}")
   task, max_new = extras[L]["task"], int(extras[L]["max_target_len"])
+  kind = task_kind(task)
   vocab_size = int(extras[L]["vocab"]["vocab_size"])
   held = heldout_examples(
     task,
@@ -422,14 +567,26 @@ def compute(cfg: Config, out_dir: str) -> dict[str, Any]:
     raise ValueError(f"num_examples={cfg.num_examples} but the {cfg.split} split has only {n}")
   references = [ex["targets"] for ex in load_examples(task, cfg.split, limit=n)]
 
-  def stats_of(tokens) -> np.ndarray:
-    return bleu_stats(decode(np.asarray(tokens), task, vocab_size), references)
+  def stats_of(tokens) -> Optional[list]:
+    """Per-input quality statistics of decoded outputs (None for perplexity)."""
+    if kind == "perplexity":
+      return None
+    texts = decode(np.asarray(tokens), task, vocab_size)
+    return text_score_stats(kind, texts, references).tolist()
 
-  if "reference_tokens_bleu" not in done:
-    # Decoding the tokenized references checks that inputs and references are aligned.
-    value = bleu_from_stats(stats_of(held.references).sum(0))
-    record("reference_tokens_bleu", value)
-    done["reference_tokens_bleu"] = value
+  if kind != "perplexity" and "reference_tokens_score" not in done:
+    # Scoring the decoded tokenized references checks that inputs and references are aligned
+    # (and shows the ceiling the truncation to max_target_len leaves).
+    value = score_value(kind, stats_of(held.references))
+    record("reference_tokens_score", value)
+    done["reference_tokens_score"] = value
+  if kind == "perplexity":
+    for name in MODELS:
+      k = f"nll|{name}"
+      if k not in done:
+        value = reference_nll_stats(models[name], np.asarray(held.references)).tolist()
+        record(k, value)
+        done[k] = value
   for small in (S, M):
     k = f"latency|{small}"
     if k not in done:
@@ -459,10 +616,10 @@ def compute(cfg: Config, out_dir: str) -> dict[str, Any]:
         models[name], inputs, temperature=float(t), key=key, max_new_tokens=max_new
       )
       tokens = np.asarray(res.tokens)
-      value = {
-        "stats": stats_of(tokens).tolist(),
-        "mean_length": float(np.asarray(res.lengths).mean()),
-      }
+      value = {"mean_length": float(np.asarray(res.lengths).mean())}
+      stats = stats_of(tokens)
+      if stats is not None:
+        value["stats"] = stats
       if float(t) == 0.0:
         value["tokens"] = tokens.tolist()
       record(k, value)
@@ -484,12 +641,14 @@ def compute(cfg: Config, out_dir: str) -> dict[str, Any]:
         cell = cell_statistics(per_example_records(res), gamma=int(g), temperature=float(t))
         tokens = np.asarray(res.tokens)
         value = {
-          "stats": stats_of(tokens).tolist(),
           "tau": cell["tau_ratio_of_totals"],
           "tau_mean_of_ratios": cell["tau_mean_of_ratios"],
           "per_token_acceptance": cell["per_token_acceptance"],
           "mean_length": float(np.asarray(res.lengths).mean()),
         }
+        stats = stats_of(tokens)
+        if stats is not None:
+          value = {"stats": stats, **value}
         if float(t) == 0.0:
           greedy = np.asarray(done[f"ar|{target}|0"]["tokens"])
           value["rows_equal_to_greedy_target"] = int((greedy == tokens).all(axis=1).sum())
@@ -504,13 +663,17 @@ def compute(cfg: Config, out_dir: str) -> dict[str, Any]:
     },
     "params": {name: num_params[name] / num_params[L] for name in (S, M, L)},
   }
+  pair = _pair(cfg)
   return {
     "done": done,
+    "kind": kind,
+    "task": task,
     "costs": costs,
     "num_params": num_params,
     "runs": {name: str(run) for name, run in runs.items()},
     "num_examples": n,
-    "distill_steps": int(cfg.distill_steps or _pair(cfg).distill_steps),
+    "distill_steps": int(cfg.distill_steps or pair.distill_steps),
+    "sft_steps": {S: pair.draft_steps, M: pair.target_steps, L: pair.large_target_steps},
   }
 
 
@@ -521,14 +684,29 @@ def _sd_speedup(tau: dict, gamma: int, c: float) -> dict:
   return {"value": float(tau["value"]) / den, "se": None if se is None else float(se) / den}
 
 
+def _point_stats(done: dict, kind: str, target: str, rec: dict) -> np.ndarray:
+  """The per-input quality statistics of a point: its own decodes' (generation metrics), or the
+  reference perplexity statistics of its target (the model itself when raw; lossless SD)."""
+  if kind == "perplexity":
+    return np.asarray(done[f"nll|{target}"], np.float64)
+  return np.asarray(rec["stats"], np.int64 if kind == "bleu" else np.float64)
+
+
 def analyse(cfg: Config, comp: dict) -> dict:
-  """Points of the four curves per temperature, frontiers, and the paired comparisons."""
-  done, costs, n = comp["done"], comp["costs"], comp["num_examples"]
+  """Points of the four curves per temperature, frontiers, and the paired comparisons.
+
+  ``comp["kind"]``: the quality's metric kind; every point's ``"quality"`` is the natural value
+  (:func:`quality_estimate`), every difference the oriented gain (:func:`quality_gain`: > 0 is
+  better, a perplexity reduction for perplexity), the frontier on the oriented quality.
+  """
+  from experiments.recipe_grid import bootstrap_scores, oriented
+
+  done, costs, n, kind = comp["done"], comp["costs"], comp["num_examples"], comp["kind"]
   idx = bootstrap_indices(n, cfg.bootstrap, cfg.seed)
   out: dict[str, Any] = {}
   for t in cfg.temperatures:
     tk = _t_key(t)
-    stats: dict[str, np.ndarray] = {}
+    boots: dict[str, np.ndarray] = {}
     points = []
     for curve_name, target, draft in POINTS:
       label = _label(target, draft)
@@ -566,15 +744,16 @@ def analyse(cfg: Config, comp: dict) -> dict:
           },
           "rows_equal_to_greedy_target": rec.get("rows_equal_to_greedy_target"),
         }
-      st = np.asarray(rec["stats"], np.int64)
-      stats[label] = st
+      st = _point_stats(done, kind, target, rec)
+      boot = bootstrap_scores(kind, st, idx)
+      boots[label] = boot
       p.update(
         curve=curve_name,
         label=label,
         target=target,
         draft=draft,
         latency=lat,
-        bleu=bleu_estimate(st, bootstrap_bleu(st, idx)),
+        quality=quality_estimate(kind, st, boot),
       )
       points.append(p)
     unique = {}
@@ -583,13 +762,21 @@ def analyse(cfg: Config, comp: dict) -> dict:
     labels = list(unique)
     fronts = {}
     for cm in COST_MODELS:
-      pts = [{"latency": unique[lb]["latency"][cm], "bleu": unique[lb]["bleu"]} for lb in labels]
+      pts = [
+        {
+          "latency": unique[lb]["latency"][cm],
+          "quality": oriented(kind, unique[lb]["quality"]["value"]),
+        }
+        for lb in labels
+      ]
       fronts[cm] = [labels[i] for i in pareto_front(pts)]
+    by_label = {p["label"]: p for p in points}
 
     def diff(a: str, b: str) -> dict:
-      return paired_bleu_difference(stats[a], stats[b], idx)
+      """The oriented quality gain of point ``b`` over point ``a`` (paired bootstrap)."""
+      qa, qb = by_label[a]["quality"]["value"], by_label[b]["quality"]["value"]
+      return quality_gain(kind, qa, qb, boots[a], boots[b])
 
-    by_label = {p["label"]: p for p in points}
     ds = [p for p in points if p["curve"] == "distillspec"]
     others = [p for p in unique.values() if p["curve"] != "distillspec"]
     dominated = {}
@@ -600,7 +787,7 @@ def analyse(cfg: Config, comp: dict) -> dict:
           if o["latency"][cm]["value"] <= d["latency"][cm]["value"]:
             dd = diff(d["label"], o["label"])
             if dd["value"] > 0:
-              rows.append({"distillspec": d["label"], "by": o["label"], "bleu_gap": dd})
+              rows.append({"distillspec": d["label"], "by": o["label"], "quality_gap": dd})
       dominated[cm] = rows
     out[tk] = {
       "points": points,
@@ -609,13 +796,13 @@ def analyse(cfg: Config, comp: dict) -> dict:
       "distill_gain": {lb: diff(raw, lb) for raw, lb in (("S", "S<L"), ("M", "M<L"))},
       "teacher_gap": {lb: diff(lb, "L") for lb in ("S<L", "M<L")},
       "vs_raw_large": {p["label"]: diff("L", p["label"]) for p in ds},
-      "sd_same_law_bleu": diff("L", "SD(L, S)"),
+      "sd_same_law_quality": diff("L", "SD(L, S)"),
       "speedups": {lb: by_label[lb]["speedup_over_target"] for lb in by_label if "SD(" in lb},
       "distillspec_vs_speculative": {
         f"{a} vs {b}": {
           "latency_ratio": by_label[a]["latency"]["measured"]["value"]
           / by_label[b]["latency"]["measured"]["value"],
-          "bleu": diff(b, a),
+          "quality": diff(b, a),
         }
         for a, b in PAIRED
       },
@@ -655,10 +842,12 @@ def _ci(x: dict) -> str:
 
 
 def headline(an_t: dict, cost_model: str = "measured") -> Optional[dict]:
-  """The fastest DistillSpec point whose BLEU is not below raw L's by more than 2 se.
+  """The fastest DistillSpec point whose quality is not below raw L's by more than 2 se.
 
-  Returns ``{"label", "latency", "reduction" (= 1 / latency: raw L costs 1), "bleu_vs_L"}`` or
-  None when every DistillSpec point is worse than raw L by more than 2 se.
+  "Below" in the oriented quality (``an_t["vs_raw_large"]``, :func:`quality_gain`: a perplexity
+  above L's counts as below).  Returns ``{"label", "latency", "reduction" (= 1 / latency: raw L
+  costs 1), "quality_vs_L"}`` or None when every DistillSpec point is worse than raw L by more
+  than 2 se.
   """
   best = None
   for p in an_t["points"]:
@@ -669,7 +858,7 @@ def headline(an_t: dict, cost_model: str = "measured") -> Optional[dict]:
       continue
     lat = p["latency"][cost_model]["value"]
     if best is None or lat < best["latency"]:
-      best = {"label": p["label"], "latency": lat, "reduction": 1.0 / lat, "bleu_vs_L": d}
+      best = {"label": p["label"], "latency": lat, "reduction": 1.0 / lat, "quality_vs_L": d}
   return best
 
 
@@ -684,36 +873,89 @@ def frontier_share(an_t: dict, cost_model: str) -> dict[str, int]:
   return share
 
 
+def paper_headline(task: Optional[str]) -> Optional[dict]:
+  """The paper's headline of ``task``'s dataset (:data:`PAPER`), or None (WMT and LM1B: the
+  paper's garden, Figures 6 and D.24-D.25, is XSum and GSM8K only).
+
+  Example:
+    >>> paper_headline("dspec_math_gsm")["metric"], paper_headline(None)
+    ('accuracy', None)
+  """
+  return PAPER["headline"].get(TASK_DATASETS[check_task(task)])
+
+
+def _better(kind: str) -> str:
+  from experiments.recipe_grid import SCORES
+
+  return "lower" if SCORES[kind]["sign"] < 0 else "higher"
+
+
 def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
+  from experiments.recipe_grid import SCORES, oriented
+
   out = []
+  kind = comp["kind"]
+  q, gain = SCORES[kind]["label"], SCORES[kind]["gain"]
+  ppl = kind == "perplexity"
+  task = check_task(cfg.task)
+  ds, ours_name = TASK_DATASETS[task], TASK_NAMES[task]
   tks = [_t_key(t) for t in cfg.temperatures]
   costs, nump = comp["costs"], comp["num_params"]
   pt = {tk: {p["label"]: p for p in an[tk]["points"]} for tk in tks}
+
+  def qv(tk: str, lb: str) -> float:
+    """Oriented quality of point ``lb`` (higher is better)."""
+    return oriented(kind, pt[tk][lb]["quality"]["value"])
+
   cost_txt = (
     f"costs per token in L steps, measured: S {costs['measured'][S]:.3f}, M"
     f" {costs['measured'][M]:.3f}; parameter ratio: S {costs['params'][S]:.3f}, M"
     f" {costs['params'][M]:.3f}"
   )
   # 0. The ladder.
-  raw_bleu = "; ".join(
-    f"{tk}: S {pt[tk]['S']['bleu']['value']:.2f}, M {pt[tk]['M']['bleu']['value']:.2f},"
-    f" L {pt[tk]['L']['bleu']['value']:.2f}"
+  raw_q = "; ".join(
+    f"{tk}: S {pt[tk]['S']['quality']['value']:.2f}, M {pt[tk]['M']['quality']['value']:.2f},"
+    f" L {pt[tk]['L']['quality']['value']:.2f}"
     for tk in tks
   )
-  grows = all(
-    pt[tk]["S"]["bleu"]["value"] < pt[tk]["M"]["bleu"]["value"] <= pt[tk]["L"]["bleu"]["value"]
+  grows = all(qv(tk, "S") < qv(tk, "M") <= qv(tk, "L") for tk in tks)
+  # Every point of a temperature with one value and no spread (e.g. exact match 0 everywhere):
+  # the quality axis carries no information there.
+  flat = [
+    tk
     for tk in tks
+    if len({p["quality"]["value"] for p in an[tk]["points"]}) == 1
+    and all(not p["quality"]["se"] for p in an[tk]["points"])
+  ]
+  sft = comp.get("sft_steps")
+  steps_txt = (
+    f" (SFT steps S {sft[S]}, M {sft[M]}, L {sft[L]}"
+    + (
+      "; M and L trained equally long: L is larger, not longer trained" if sft[M] == sft[L] else ""
+    )
+    + ")"
+    if sft
+    else ""
   )
   out.append(
     base.finding(
       "The ladder: three sizes, cost and quality growing with size",
       PAPER["models"],
-      f"S {nump[S]:,}, M {nump[M]:,}, L {nump[L]:,} parameters; {cost_txt}; raw BLEU"
-      f" ({comp['num_examples']} test inputs) {raw_bleu}",
+      f"{ours_name} ({ds}'s stand-in): S {nump[S]:,}, M {nump[M]:,}, L {nump[L]:,} parameters;"
+      f" {cost_txt}; raw {q} ({_better(kind)} is better; {comp['num_examples']} test"
+      f" {'references' if ppl else 'inputs'}) {raw_q}",
       "consistent" if grows else "inconsistent",
-      "a garden needs models that cost more and score higher as they grow; "
+      "a garden needs models that cost more and score better as they grow; "
       + ("they do here" if grows else "here quality does not grow with size at every T")
-      + " (M and L are close in quality: L is larger but trained as long as M).",
+      + steps_txt
+      + (
+        f"; degenerate at {', '.join(flat)}: every point scores {q}"
+        f" {an[flat[0]]['points'][0]['quality']['value']:g} with no spread, so the quality"
+        " comparisons below carry no information there (the models are too weak for the task)"
+        if flat
+        else ""
+      )
+      + ".",
     )
   )
   # 1. SD shifts left, more for larger targets.
@@ -770,22 +1012,23 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
   )
   # 3. Distilled models: better quality at the same cost, especially small ones.
   g = {tk: an[tk]["distill_gain"] for tk in tks}
-  txt = "; ".join(f"{tk}: S<L - S {_ci(g[tk]['S<L'])}, M<L - M {_ci(g[tk]['M<L'])}" for tk in tks)
+  txt = "; ".join(f"{tk}: S<L vs S {_ci(g[tk]['S<L'])}, M<L vs M {_ci(g[tk]['M<L'])}" for tk in tks)
   small_up = all(g[tk]["S<L"]["lo"] > 0 for tk in tks)
   out.append(
     base.finding(
       "Distilled models: quality at the same cost",
       PAPER["claims"]["distilled"],
-      f"BLEU gain of the model distilled from L ({cfg.algo}"
+      f"{gain} of the model distilled from L ({cfg.algo}"
       f"{'' if cfg.divergence is None else ' ' + cfg.divergence}) over its raw SFT self, paired"
       f" bootstrap 95% interval: {txt}",
       "reproduced in direction" if small_up else "not reproduced",
-      "the smallest model's BLEU gain "
+      f"the smallest model's {gain} "
       + (
         "is above 0 at every temperature (interval excludes 0)"
         if small_up
         else "is not resolved above 0 at every temperature (an interval includes 0 or lies below)"
       )
+      + (" (perplexity: one value at every temperature)" if ppl else "")
       + f"; {comp['distill_steps']} distillation steps per run, a recipe chosen for"
       " alignment (GKD), not the paper's unnamed task-performance recipe.",
     )
@@ -801,15 +1044,15 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
       base.finding(
         f"{tk}: distilled M vs its teacher L; SD with L",
         PAPER["claims"]["reverse_t1"],
-        f"BLEU L - (M<L) {_ci(gap)}, L - (S<L) {_ci(an[tk]['teacher_gap']['S<L'])}; relative"
-        f" latency of SD(L, S) {_e(lat, 3)} (raw L 1)",
+        f"{gain} of L over M<L {_ci(gap)}, over S<L {_ci(an[tk]['teacher_gap']['S<L'])};"
+        f" relative latency of SD(L, S) {_e(lat, 3)} (raw L 1)",
         "reproduced in direction" if ok else "not reproduced",
         (
           "a resolved quality gap remains between the distilled M and L, while SD keeps L's"
           " quality at lower latency"
           if ok
-          else "the distilled M is not resolved below L in BLEU (interval includes 0), so there"
-          " is no gap for SD to close"
+          else f"the distilled M is not resolved as worse than L in {q} (the interval includes 0"
+          " or M<L is better), so there is no gap for SD to close"
           if gap["lo"] <= 0
           else "SD does not lower L's predicted latency"
         )
@@ -820,7 +1063,7 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
   rows, ok_all = [], True
   for tk in tks:
     share = frontier_share(an[tk], "measured")
-    bad = [r for r in an[tk]["distillspec_dominated"]["measured"] if _above(r["bleu_gap"])]
+    bad = [r for r in an[tk]["distillspec_dominated"]["measured"] if _above(r["quality_gap"])]
     ok_t = share["distillspec"] >= max(share.values()) and not bad
     ok_all &= ok_t
     rows.append(
@@ -832,7 +1075,7 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
   pair_rows = "; ".join(
     f"{tk}: "
     + ", ".join(
-      f"{k.split(' vs ')[0]} latency x{v['latency_ratio']:.3f}, BLEU {_ci(v['bleu'])}"
+      f"{k.split(' vs ')[0]} latency x{v['latency_ratio']:.3f}, {gain} {_ci(v['quality'])}"
       for k, v in an[tk]["distillspec_vs_speculative"].items()
     )
     for tk in tks
@@ -847,22 +1090,33 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
     )
     > 1
   ]
+  # Does the distilled target M<L lose quality against M (at every temperature)?
+  ml_lost = all(an[tk]["distill_gain"]["M<L"]["hi"] < 0 for tk in tks)
+  ml_won = all(an[tk]["distill_gain"]["M<L"]["lo"] > 0 for tk in tks)
   out.append(
     base.finding(
       "DistillSpec gives the best quality-latency trade-off",
       PAPER["claims"]["best"],
-      "pooled Pareto frontier (measured costs; lower latency, higher BLEU): "
+      f"pooled Pareto frontier (measured costs; lower latency, {_better(kind)} {q}): "
       + " | ".join(rows)
       + f" | frontier with parameter costs: {p_rows} | each DistillSpec point vs the"
-      f" Speculative point of the same sizes (latency ratio, BLEU difference): {pair_rows}",
+      f" Speculative point of the same sizes (latency ratio, {gain}): {pair_rows}",
       "reproduced in direction" if ok_all else "not reproduced",
       "best = DistillSpec owns at least as many frontier points as any other curve and none of"
-      " its points is beaten in BLEU by more than 2 paired-bootstrap se at equal or lower latency;"
+      f" its points is beaten in {q} by more than 2 paired-bootstrap se at equal or lower"
+      " latency;"
       + (" it holds at every temperature" if ok_all else " this fails at some temperature")
       + (f" (shared with another curve at {', '.join(ties)})" if ties else "")
-      + "; frontier membership uses point estimates. Pair by pair, the distilled drafts lower"
-      " the latency of the same target, while the distilled target M<L costs BLEU"
-      " (an alignment recipe, not a task-performance one).",
+      + "; frontier membership uses point estimates. The distilled target M<L "
+      + (
+        f"is worse than M in {q} at every temperature (an alignment recipe, not a"
+        " task-performance one)"
+        if ml_lost
+        else f"is better than M in {q} at every temperature"
+        if ml_won
+        else f"is not resolved from M in {q} at every temperature"
+      )
+      + ".",
     )
   )
   # 6. Headline reduction.
@@ -873,28 +1127,47 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
       "none"
       if h is None
       else f"{h['label']} relative latency {h['latency']:.3f} (raw L 1): {h['reduction']:.2f}x,"
-      f" BLEU vs raw L {_ci(h['bleu_vs_L'])}"
+      f" {gain} vs raw L {_ci(h['quality_vs_L'])}"
     )
     + f" (Speculative SD(L, S): {pt[tk]['SD(L, S)']['latency']['measured']['value']:.3f})"
     for tk, h in heads.items()
   )
   ok = all(h is not None and h["latency"] < 1 for h in heads.values())
+  ph = paper_headline(task)
+  paper_txt = PAPER["claims"]["headline"] + (
+    f"; for {ds}, our {ours_name} task's dataset: {ph['raw_latency']} -> "
+    f"{ph['distillspec_latency']} ({ph['speedup']}x), {ph['metric']} {ph['raw_score']} ->"
+    f" {ph['distillspec_score']}"
+    if ph is not None
+    else f"; the paper's garden (Figures 6, D.24-D.25) has no {ds} panel: no {ds} headline to"
+    f" compare our {ours_name} task with"
+  )
+  heads_ok = [h for h in heads.values() if h is not None]
+  via = (
+    ""
+    if not heads_ok
+    else ", through the draft aligned to L, not a distilled smaller target"
+    if all(h["label"].startswith("SD(L,") for h in heads_ok)
+    else ", through the distilled smaller target M<L"
+    if all(h["label"].startswith("SD(M<L") for h in heads_ok)
+    else ""
+  )
   out.append(
     base.finding(
       "Latency reduction vs the raw largest model at nearly its quality",
-      PAPER["claims"]["headline"],
-      f"fastest DistillSpec point whose BLEU is not below raw L's by more than 2 se: {txt}",
+      paper_txt,
+      f"fastest DistillSpec point whose {q} is not worse than raw L's by more than 2 se: {txt}",
       "reproduced in direction" if ok else "not reproduced",
       "the reduction is bounded by the ladder: 1 / c_S = "
       f"{1 / costs['measured'][S]:.1f} with measured costs here (T5-XXL / T5-Small is about"
       " 140x in parameters); "
       + (
         "a faster point keeps L's quality within noise at every temperature (an SD point with"
-        " target L has L's law by construction: its BLEU differs from raw L's by sampling noise"
-        " only), but a far smaller reduction than the paper's, and through the draft aligned to"
-        " L, not a distilled smaller target (M<L lost BLEU)"
+        f" target L has L's law by construction: its {q} differs from raw L's "
+        + ("not at all: it is assigned L's perplexity" if ppl else "by sampling noise only")
+        + f"){via}"
         if ok
-        else "no DistillSpec point is both faster than L and within noise of its BLEU at every T"
+        else "no DistillSpec point is both faster than L and within noise of its quality at every T"
       )
       + ".",
     )
@@ -905,7 +1178,7 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
     for lb in pt.get("T=0", {})
     if pt["T=0"][lb].get("rows_equal_to_greedy_target") is not None
   ]
-  same = [an[tk]["sd_same_law_bleu"] for tk in t1]
+  same = [] if ppl else [an[tk]["sd_same_law_quality"] for tk in t1]
   n = comp["num_examples"]
   ok = all(k >= 0.95 * n for _, k in eq) and all(d["lo"] <= 0 <= d["hi"] for d in same)
   out.append(
@@ -920,13 +1193,20 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
         else "T=0 not run"
       )
       + (
-        "; T=1 BLEU SD(L, S) - L (two draws of one law) " + ", ".join(_ci(d) for d in same)
+        f"; T=1 {q} SD(L, S) - L (two draws of one law) " + ", ".join(_ci(d) for d in same)
         if same
+        else ""
+      )
+      + (
+        "; perplexity: an SD point is assigned its target's (the greedy check is the evidence)"
+        if ppl
         else ""
       ),
       "consistent" if ok else "inconsistent",
       "consistent = at least 95% of the greedy rows equal (float ties in the parallel"
-      " verification may flip a few) and the T=1 difference's 95% interval contains 0.",
+      " verification may flip a few)"
+      + ("" if ppl else " and the T=1 difference's 95% interval contains 0")
+      + ".",
     )
   )
   # 8. The cost model itself.
@@ -941,6 +1221,11 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
           f" {p['latency_measured_verification']['value']:.3f}"
         )
   slower = [r for r in rows if float(r.rsplit("-> ", 1)[1]) > 1]
+  tv_txt = (
+    f"{min(float(v) for v in tv.values()):.1f}-{max(float(v) for v in tv.values()):.1f}"
+    if tv
+    else "an unmeasured number of"
+  )
   out.append(
     base.finding(
       "The latency model's verification cost (ours)",
@@ -951,7 +1236,7 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
       + "; relative latency with the measured verification cost: "
       + ("; ".join(rows) or "n/a"),
       "inconsistent" if slower else "consistent",
-      "on this shared 2-core CPU a verification call costs about two decoding steps of L, so "
+      f"on this shared 2-core CPU a verification call costs {tv_txt} decoding steps of L, so "
       + (
         "with it the SD points with target L are slower than L alone: the latencies above are the"
         " paper's model, not a realizable speedup here"
@@ -967,10 +1252,15 @@ def _findings(cfg: Config, comp: dict, an: dict) -> list[dict]:
 def _plot(cfg: Config, comp: dict, an: dict, path: str) -> None:
   import matplotlib
 
+  from experiments.recipe_grid import SCORES
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   tks = [_t_key(t) for t in cfg.temperatures]
+  kind = comp["kind"]
+  q, ppl = SCORES[kind]["label"], kind == "perplexity"
+  task = check_task(cfg.task)
   fig, axes = plt.subplots(1, len(tks), figsize=(5.2 * len(tks), 4.4), squeeze=False)
   style = {
     "raw": ("tab:gray", "o", "-"),
@@ -986,10 +1276,10 @@ def _plot(cfg: Config, comp: dict, an: dict, path: str) -> None:
       )
       color, marker, ls = style[curve_name]
       x = [p["latency"]["measured"]["value"] for p in pts]
-      y = [p["bleu"]["value"] for p in pts]
+      y = [p["quality"]["value"] for p in pts]
       yerr = [
-        [p["bleu"]["value"] - p["bleu"]["lo"] for p in pts],
-        [p["bleu"]["hi"] - p["bleu"]["value"] for p in pts],
+        [p["quality"]["value"] - p["quality"]["lo"] for p in pts],
+        [p["quality"]["hi"] - p["quality"]["value"] for p in pts],
       ]
       ax.errorbar(
         x,
@@ -1014,15 +1304,27 @@ def _plot(cfg: Config, comp: dict, an: dict, path: str) -> None:
         )
     ax.set_xscale("log")
     ax.set_xlabel("relative latency per token (raw L = 1; log scale)")
-    ax.set_ylabel(f"BLEU ({comp['num_examples']} {cfg.split} inputs)")
-    ax.set_title(tk, fontsize=9)
+    if ppl:  # lower is better: inverted, so better is up on every task's plot
+      ax.invert_yaxis()
+      ax.set_ylabel(
+        f"perplexity of {comp['num_examples']} {cfg.split} references (lower is better; axis"
+        " inverted)"
+      )
+    else:
+      ax.set_ylabel(f"{q} ({comp['num_examples']} {cfg.split} inputs)")
+    ax.set_title(tk + (" (perplexity: temperature-independent)" if ppl else ""), fontsize=9)
     ax.grid(alpha=0.3, which="both")
   axes[0][0].legend(fontsize=7)
   size = {k: f"{v / 1e6:.1f}M" for k, v in comp["num_params"].items()}
   fig.suptitle(
-    f"Model garden (Figure 6 / D.24-D.25 analogue), En-De: S {size[S]} < M {size[M]} <"
-    f" L {size[L]} parameters\nlatency: measured step costs c (L step = 1), raw c_X, SD"
-    " (gamma c_draft + c_target) / tau; BLEU of the outputs, 95% bootstrap",
+    f"Model garden (Figure 6 / D.24-D.25 analogue), {TASK_NAMES[task]} ({TASK_DATASETS[task]}'s"
+    f" stand-in): S {size[S]} < M {size[M]} < L {size[L]} parameters\nlatency: measured step"
+    " costs c (L step = 1), raw c_X, SD (gamma c_draft + c_target) / tau; "
+    + (
+      "perplexity of the point's model (SD: its target), 95% bootstrap"
+      if ppl
+      else f"{q} of the outputs, 95% bootstrap"
+    ),
     fontsize=9,
   )
   fig.tight_layout()
@@ -1038,7 +1340,10 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
   os.makedirs(out_dir, exist_ok=True)
   _plot(cfg, comp, an, os.path.join(out_dir, FIGURE))
   done = comp["done"]
+  task = check_task(cfg.task)
+  pair = _pair(cfg)
   data = {
+    "task": comp["task"],
     "ladder": {"S": S, "M": M, "L": L, "S<L": S_L, "M<L": M_L, "S<M<L": S_ML},
     "recipe": {
       "algo": cfg.algo,
@@ -1048,6 +1353,8 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
     },
     "runs": comp["runs"],
     "num_params": comp["num_params"],
+    "sft_steps": comp["sft_steps"],
+    "large_target_overrides": [list(kv) for kv in pair.large_target_overrides],
     "costs": comp["costs"],
     "cost_models": {
       "measured": "c_X = t_X / t_L, warm batch-1 decoding steps (medians), "
@@ -1063,18 +1370,29 @@ def run(cfg: Config, out_dir: str) -> dict[str, Any]:
       }
       for k in (f"latency|{S}", f"latency|{M}")
     },
-    "quality": "corpus BLEU of the produced outputs (sacrebleu), percentile bootstrap over inputs",
-    "reference_tokens_bleu": done["reference_tokens_bleu"],
+    "metric": comp["kind"],
+    "quality": QUALITY[comp["kind"]],
+    "quality_orientation": "points carry the natural value (quality); differences, frontiers and"
+    " the headline use the oriented one (higher is better: -perplexity for perplexity, so a gain"
+    " is a perplexity reduction)",
+    "reference_tokens_score": done.get("reference_tokens_score"),
     "num_examples": comp["num_examples"],
     "split": cfg.split,
     "gamma_choice": "per SD point, the gamma of lowest predicted latency (measured costs)",
     "by_temperature": an,
     "headline": {tk: headline(an[tk]) for tk in an},
     "paper": PAPER,
+    "paper_headline": {
+      "dataset": TASK_DATASETS[task],
+      "value": paper_headline(task),
+      "note": None
+      if paper_headline(task) is not None
+      else f"the paper's garden has no {TASK_DATASETS[task]} panel (XSum and GSM8K only)",
+    },
   }
   return base.write_result(
     out_dir,
-    module=__import__(__name__, fromlist=["NAME"]),
+    module=task_module(__import__(__name__, fromlist=["NAME"]), cfg.task),
     config=cfg,
     data=data,
     findings=findings,

@@ -188,6 +188,12 @@ _TASK_CPU = dict(
   length_samples=1,
 )
 _T5_TWO_LAYERS = (("num_layers", 2), ("num_encoder_layers", 2))
+# The larger target of each task at cpu scale (model_garden's L): twice the 2-layer target's layers
+# (4, or 4 + 4), d_ff 1024 as the En-De default's, and twice the target's SFT steps, so L is larger
+# *and* better than the target M.  Decoder-only PTB takes no num_encoder_layers (a decoder_only
+# ModelConfig refuses any but 0); its d_ff is tiny_lm_target's own 1024.
+_LM_LARGE = (("num_layers", 4), ("d_ff", 1024))
+_T5_LARGE = (("num_layers", 4), ("num_encoder_layers", 4), ("d_ff", 1024))
 TASK_SCALES: dict[tuple[str, str], PairScale] = {
   # PTB (LM1B's stand-in): decoder-only LMs, tiny_lm_target cut to 2 layers (d 256) and
   # tiny_lm_draft (d 128, 1 layer); 32-token sentences, 8-token prompts in the SD evaluations.
@@ -196,10 +202,17 @@ TASK_SCALES: dict[tuple[str, str], PairScale] = {
     target_model="draft",
     model_overrides=_TINY_LM_MODEL,
     max_lengths=(0, 16),
+    large_target_overrides=(("num_layers", 2),),
+    large_target_steps=20,
     **_TASK_TINY,
   ),
   ("cpu", "dspec_lm_ptb"): PairScale(
-    task="dspec_lm_ptb", target_overrides=(("num_layers", 2),), max_lengths=(0, 32), **_TASK_CPU
+    task="dspec_lm_ptb",
+    target_overrides=(("num_layers", 2),),
+    max_lengths=(0, 32),
+    large_target_overrides=_LM_LARGE,
+    large_target_steps=600,
+    **_TASK_CPU,
   ),
   # Debian summaries (XSum's stand-in) and GSM-Symbolic (GSM8K's): tiny_t5_target cut to 2+2
   # layers, tiny_t5_draft (1+1); inputs/outputs 64/32 and 64/48 tokens.
@@ -209,6 +222,8 @@ TASK_SCALES: dict[tuple[str, str], PairScale] = {
       target_model="draft",
       model_overrides=_TINY_MODEL,
       max_lengths=(32, 16),
+      large_target_overrides=_T5_TWO_LAYERS,
+      large_target_steps=20,
       **_TASK_TINY,
     )
     for task in ("dspec_summarize_debian", "dspec_math_gsm")
@@ -217,12 +232,16 @@ TASK_SCALES: dict[tuple[str, str], PairScale] = {
     task="dspec_summarize_debian",
     target_overrides=_T5_TWO_LAYERS,
     max_lengths=(64, 32),
+    large_target_overrides=_T5_LARGE,
+    large_target_steps=600,
     **{**_TASK_CPU, "distill_eval_every": 60},
   ),
   ("cpu", "dspec_math_gsm"): PairScale(
     task="dspec_math_gsm",
     target_overrides=_T5_TWO_LAYERS,
     max_lengths=(64, 48),
+    large_target_overrides=_T5_LARGE,
+    large_target_steps=400,
     **{
       **_TASK_CPU,
       "target_steps": 200,
@@ -368,9 +387,9 @@ def larger_target_run(pair: PairScale, root: Path, *, progress: bool = False) ->
   """``<task dir>/target_large``: a larger target of the same task and vocabulary, or reused.
 
   ``large_target_model`` (default: the target's config) with ``model_overrides``
-  then ``large_target_overrides``, ``large_target_steps`` SFT steps (as many as
-  the target's at ``cpu`` scale, so it is larger *and* better), seed 0
-  (Figure D.1's larger T5-XXL target).
+  then ``large_target_overrides``, ``large_target_steps`` SFT steps (at ``cpu``
+  scale as many as the En-De target's, twice the other tasks' 2-layer targets',
+  so it is larger *and* better), seed 0 (Figure D.1's larger T5-XXL target).
   """
   overrides = dict(pair.model_overrides)
   overrides.update(dict(pair.large_target_overrides))

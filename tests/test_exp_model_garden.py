@@ -74,12 +74,12 @@ def test_sd_latency_by_hand_equals_paper_speedup_and_se_by_monte_carlo():
 
 def _sweep_front(points):
   """Second method: sort by latency (then BLEU descending), keep strict BLEU records."""
-  order = sorted(range(len(points)), key=lambda i: (points[i]["latency"], -points[i]["bleu"]))
+  order = sorted(range(len(points)), key=lambda i: (points[i]["latency"], -points[i]["quality"]))
   front, best = [], -np.inf
   for i in order:
-    if points[i]["bleu"] > best:
+    if points[i]["quality"] > best:
       front.append(i)
-      best = points[i]["bleu"]
+      best = points[i]["quality"]
   return sorted(front)
 
 
@@ -89,7 +89,7 @@ def test_pareto_front_equals_a_sweep_on_random_points():
     k = int(rng.integers(1, 9))
     # Coarse grid: ties in latency or BLEU happen often.
     pts = [
-      {"latency": float(rng.integers(1, 5)), "bleu": float(rng.integers(0, 5))} for _ in range(k)
+      {"latency": float(rng.integers(1, 5)), "quality": float(rng.integers(0, 5))} for _ in range(k)
     ]
     front = mg.pareto_front(pts)
     # Equal duplicates are both kept by pareto_front (neither strictly dominates): drop them.
@@ -106,20 +106,26 @@ COSTS = {
 }
 
 
-def _fake_comp(quality: dict, taus: dict, temps=(0.0, 1.0)) -> dict:
-  """``quality``: model -> exact sentences; SD outputs have their target's quality."""
+def _bleu_rows(k: int) -> list:
+  return mg.bleu_stats(_preds(k), REFS).tolist()
+
+
+def _fake_comp(quality: dict, taus: dict, temps=(0.0, 1.0), stats_of=_bleu_rows) -> dict:
+  """``quality``: model -> exact sentences; SD outputs have their target's quality.
+
+  ``stats_of(k)``: the per-input statistics of outputs with ``k`` exact sentences."""
   done = {}
   for t in temps:
     for name in mg.MODELS:
       done[f"ar|{name}|{t:g}"] = {
-        "stats": mg.bleu_stats(_preds(quality[name]), REFS).tolist(),
+        "stats": stats_of(quality[name]),
         "mean_length": 8.0,
       }
     for (target, draft), per_gamma in taus.items():
       for g, tau in per_gamma.items():
         est = {"value": tau, "se": 0.01, "n": 24}
         done[f"sd|{target}|{draft}|{t:g}|{g}"] = {
-          "stats": mg.bleu_stats(_preds(quality[target]), REFS).tolist(),
+          "stats": stats_of(quality[target]),
           "tau": est,
           "tau_mean_of_ratios": est,
           "per_token_acceptance": {"value": 0.5, "se": 0.01, "n": 24},
@@ -130,6 +136,8 @@ def _fake_comp(quality: dict, taus: dict, temps=(0.0, 1.0)) -> dict:
   done[f"latency|{mg.S}"] = {"c": 0.1, "verify_over_step": {"3": 2.0, "5": 2.5}}
   return {
     "done": done,
+    "kind": "bleu",
+    "task": "dspec_translate_en_de",
     "costs": COSTS,
     "num_params": {mg.S: 100, mg.M: 650, mg.L: 1000},
     "runs": {},
@@ -176,14 +184,14 @@ def test_cost_accounting_of_every_point_by_hand():
     # se of the latency from tau's se (0.01) by the delta method.
     assert pts["SD(L, S)"]["latency"]["measured"]["se"] == pytest.approx(1.3 * 0.01 / 2.2**2)
     # Quality: SD points carry their target's BLEU; raw/distilled their own.
-    assert pts["SD(L, S)"]["bleu"]["value"] == pytest.approx(pts["L"]["bleu"]["value"])
-    assert pts["S<L"]["bleu"]["value"] > pts["S"]["bleu"]["value"]
+    assert pts["SD(L, S)"]["quality"]["value"] == pytest.approx(pts["L"]["quality"]["value"])
+    assert pts["S<L"]["quality"]["value"] > pts["S"]["quality"]["value"]
     # DistillSpec vs Speculative of the same sizes: latency ratio and paired BLEU difference.
     pair = an[tk]["distillspec_vs_speculative"]["SD(L, S<L) vs SD(L, S)"]
     assert pair["latency_ratio"] == pytest.approx((1.3 / 3.0) / (1.3 / 2.2))
-    assert pair["bleu"]["value"] == 0.0
+    assert pair["quality"]["value"] == 0.0
     pair = an[tk]["distillspec_vs_speculative"]["SD(M<L, S<M<L) vs SD(M, S)"]
-    assert pair["bleu"]["value"] > 0  # M<L (14 exact) over M (12 exact)
+    assert pair["quality"]["value"] > 0  # M<L (14 exact) over M (12 exact)
     # With L's measured verification cost (2 steps at gamma 3) instead of one step.
     mv = pts["SD(L, S)"]["latency_measured_verification"]
     assert mv["value"] == pytest.approx((3 * 0.1 + 2.0) / 2.2)
@@ -254,3 +262,239 @@ def test_config_checks_and_run_names():
   cfg = mg.Config(algo="fdistill", divergence=None)
   names = {mg.run_name(cfg, s, t) for s, t in ((mg.S, mg.L), (mg.M, mg.L), (mg.S, "garden_target"))}
   assert len(names) == 3 and all(n.startswith("garden_fdistill_") for n in names)
+
+
+# ------------------------------------------------------------------------------------------
+# Per-task quality (--task): the En-De BLEU path unchanged, perplexity oriented, task configs.
+
+PTB, DEBIAN, GSM = "dspec_lm_ptb", "dspec_summarize_debian", "dspec_math_gsm"
+
+
+def test_generic_quality_equals_the_bleu_functions_exactly():
+  # The En-De numbers must not move: the generic path is the BLEU path bit for bit.
+  from experiments.recipe_grid import bootstrap_scores
+
+  a, b = mg.bleu_stats(_preds(8), REFS), mg.bleu_stats(_preds(13), REFS)
+  idx = mg.bootstrap_indices(24, 300, 5)
+  assert mg.quality_estimate("bleu", b, bootstrap_scores("bleu", b, idx)) == mg.bleu_estimate(
+    b, mg.bootstrap_bleu(b, idx)
+  )
+  assert mg.paired_quality_difference("bleu", a, b, idx) == mg.paired_bleu_difference(a, b, idx)
+  # analyse() on a BLEU garden: every point's quality is bleu_estimate of its own statistics.
+  comp = _fake_comp(GOOD_QUALITY, _taus(3.0, 2.0))
+  an = mg.analyse(CFG, comp)
+  idx = mg.bootstrap_indices(24, CFG.bootstrap, CFG.seed)
+  for p in an["T=1"]["points"]:
+    key = (
+      f"ar|{p['target']}|1"
+      if p["draft"] is None
+      else f"sd|{p['target']}|{p['draft']}|1|{p['gamma']}"
+    )
+    st = np.asarray(comp["done"][key]["stats"])
+    assert p["quality"] == mg.bleu_estimate(st, mg.bootstrap_bleu(st, idx))
+  gain = an["T=1"]["distill_gain"]["S<L"]
+  st_s, st_sl = (np.asarray(comp["done"][f"ar|{m}|1"]["stats"]) for m in (mg.S, mg.S_L))
+  assert gain == mg.paired_bleu_difference(st_s, st_sl, idx)
+
+
+def _nll_rows(loss: float, tokens: int = 10) -> list:
+  """24 references of ``tokens`` tokens, per-token loss ``loss`` plus a shared per-row offset
+  (the same rows are hard for every model: paired differences are resolved)."""
+  offset = np.linspace(-0.5, 0.5, 24)
+  return [[(loss + o) * tokens, float(tokens)] for o in offset]
+
+
+def _fake_ppl_comp(losses: dict, taus: dict) -> dict:
+  """A perplexity garden: no decode statistics, one ``nll|<model>`` record per model."""
+  comp = _fake_comp(GOOD_QUALITY, taus)
+  for k, v in comp["done"].items():
+    if k.startswith(("ar|", "sd|")):
+      v.pop("stats")
+  for name in mg.MODELS:
+    comp["done"][f"nll|{name}"] = _nll_rows(losses[name])
+  comp.update(kind="perplexity", task=PTB, sft_steps={mg.S: 200, mg.M: 300, mg.L: 600})
+  return comp
+
+
+# Per-token losses (perplexity e^loss): lower is better; M<L as good as L.
+GOOD_LOSSES = {mg.S: 4.0, mg.M: 3.5, mg.L: 3.2, mg.S_L: 3.8, mg.M_L: 3.2, mg.S_ML: 3.9}
+PPL_CFG = mg.Config(scale="tiny", gammas=(3, 5), bootstrap=300, task=PTB)
+
+
+def test_perplexity_garden_is_oriented_lower_is_better():
+  an = mg.analyse(PPL_CFG, _fake_ppl_comp(GOOD_LOSSES, _taus(3.0, 2.0)))
+  for tk in ("T=0", "T=1"):
+    pts = {p["label"]: p for p in an[tk]["points"]}
+    # Natural values: corpus perplexity exp(sum nll / sum tokens) = e^loss (offsets cancel).
+    assert pts["S"]["quality"]["value"] == pytest.approx(np.exp(4.0))
+    assert pts["L"]["quality"]["value"] == pytest.approx(np.exp(3.2))
+    # SD points have their target's perplexity (lossless), the draft plays no part.
+    assert pts["SD(L, S)"]["quality"] == pts["L"]["quality"]
+    assert pts["SD(M<L, S<M<L)"]["quality"] == pts["M<L"]["quality"]
+    # Gains are perplexity reductions: S<L (e^3.8) over S (e^4.0) is > 0 and resolved.
+    g = an[tk]["distill_gain"]["S<L"]
+    assert g["value"] == pytest.approx(np.exp(4.0) - np.exp(3.8)) and g["lo"] > 0
+    assert an[tk]["teacher_gap"]["S<L"]["value"] == pytest.approx(np.exp(3.8) - np.exp(3.2))
+    # Frontier: lower latency and LOWER perplexity.  S<L (S's cost, better than S) dominates
+    # S, and SD(M<L, S<M<L) (0.3 L steps, L's perplexity) every slower point; read the other
+    # way round (higher perplexity better) S would be on it.
+    assert set(an[tk]["frontier"]["measured"]) == {"S<L", "SD(M<L, S<M<L)"}
+  h = mg.headline(an["T=1"])
+  assert h["label"] == "SD(M<L, S<M<L)" and h["quality_vs_L"]["value"] == pytest.approx(0.0)
+
+
+def test_perplexity_garden_findings_name_the_metric_and_the_missing_paper_headline():
+  comp = _fake_ppl_comp(GOOD_LOSSES, _taus(3.0, 2.0))
+  an = mg.analyse(PPL_CFG, comp)
+  findings = {f["item"]: f for f in mg._findings(PPL_CFG, comp, an)}
+  text = " ".join(f["ours"] + " " + f["why"] for f in findings.values())
+  assert "BLEU" not in text and "En-De" not in text and "perplexity" in text
+  assert "PTB" in findings["The ladder: three sizes, cost and quality growing with size"]["ours"]
+  head = findings["Latency reduction vs the raw largest model at nearly its quality"]
+  assert "no LM1B panel" in head["paper"] and head["verdict"] == "reproduced in direction"
+  assert findings["Distilled models: quality at the same cost"]["verdict"] == (
+    "reproduced in direction"
+  )
+  assert findings["SD points are lossless (the target's quality)"]["verdict"] == "consistent"
+  assert findings["DistillSpec gives the best quality-latency trade-off"]["verdict"] == (
+    "reproduced in direction"
+  )
+  # Reversed losses (distillation hurts): the same verdicts flip, so direction matters.
+  bad = {**GOOD_LOSSES, mg.S_L: 4.3, mg.M_L: 3.9, mg.S_ML: 4.4}
+  comp = _fake_ppl_comp(bad, _taus(3.0, 2.0))
+  v = {f["item"]: f["verdict"] for f in mg._findings(PPL_CFG, comp, mg.analyse(PPL_CFG, comp))}
+  assert v["Distilled models: quality at the same cost"] == "not reproduced"
+  assert v["T=1: distilled M vs its teacher L; SD with L"] == "reproduced in direction"
+
+
+def test_generation_task_findings_use_its_metric_and_the_paper_headline():
+  # A ROUGE garden (Debian summaries for XSum): statistics [n, 1] of ROUGE-2 x 100.
+  def rouge_rows(k):  # k good summaries (ROUGE-2 60), the rest poor (10)
+    return [[60.0 if i < k else 10.0] for i in range(24)]
+
+  comp = _fake_comp(GOOD_QUALITY, _taus(3.0, 2.0), stats_of=rouge_rows)
+  comp.update(kind="rouge", task=DEBIAN)
+  cfg = mg.Config(scale="tiny", gammas=(3, 5), bootstrap=300, task=DEBIAN)
+  an = mg.analyse(cfg, comp)
+  pts = {p["label"]: p for p in an["T=0"]["points"]}
+  assert pts["S"]["quality"]["value"] == pytest.approx((4 * 60 + 20 * 10) / 24)
+  assert an["T=0"]["distill_gain"]["S<L"]["value"] == pytest.approx(6 * 50 / 24)
+  findings = mg._findings(cfg, comp, an)
+  text = " ".join(f["ours"] + " " + f["why"] for f in findings)
+  assert "BLEU" not in text and "En-De" not in text and "ROUGE-2" in text
+  head = [f for f in findings if f["item"].startswith("Latency reduction")][0]
+  assert "for XSum" in head["paper"] and "Rouge2 23.1 -> 23.0" in head["paper"]
+  assert mg.paper_headline(GSM)["distillspec_score"] == 34.8
+  assert mg.paper_headline(PTB) is None and mg.paper_headline(None) is None
+
+
+def test_task_configs_and_their_pairs():
+  assert mg.config("cpu", "dspec_translate_en_de") == mg.config("cpu") == mg.Config(scale="cpu")
+  assert mg.config("cpu").task is None  # En-De's committed configuration is unchanged
+  for task in (PTB, DEBIAN, GSM):
+    cfg = mg.config("cpu", task)
+    assert cfg.task == task and mg._pair(cfg).task == task
+    # Run names do not depend on the task (the runs live under the task's own folder).
+    assert mg.run_name(cfg, mg.S, mg.L) == "garden_gkd_jsd0.5_draft_from_target_large"
+  with pytest.raises(ValueError, match="task must be one of"):
+    mg.Config(task="dspec_nope")
+  with pytest.raises(ValueError, match="task must be one of"):
+    mg.config("cpu", "dspec_nope")
+  assert [mg.task_kind(t) for t in (None, PTB, DEBIAN, GSM)] == [
+    "bleu",
+    "perplexity",
+    "rouge",
+    "exact_match",
+  ]
+
+
+@pytest.mark.parametrize("task", [PTB, DEBIAN, GSM])
+def test_cpu_larger_target_is_larger_and_longer_trained_than_the_target(task):
+  # L (target_large) must be larger AND better than M: more layers (and d_ff), twice the
+  # steps.  Built from the configs alone (no training): decoder-only PTB takes no encoder.
+  import jax
+
+  from dspec_models import lm
+  from dspec_models.configs import get_config
+  from dspec_models.training.defaults import resolve_model_name
+  from experiments import pairs
+
+  pair = pairs.pair_scale("cpu", task)
+  name = resolve_model_name(task, pair.target_model)
+  target = get_config(name, **{**dict(pair.model_overrides), **dict(pair.target_overrides)})
+  large = get_config(
+    resolve_model_name(task, pair.large_target_model or pair.target_model),
+    **{**dict(pair.model_overrides), **dict(pair.large_target_overrides)},
+  )
+  assert large.num_layers == 2 * target.num_layers and large.d_ff >= target.d_ff
+  assert large.num_encoder_layers == 2 * target.num_encoder_layers
+  assert pair.large_target_steps == 2 * pair.target_steps
+
+  def count(c):
+    shapes = jax.eval_shape(lambda k: lm.init_params(c, k), jax.random.PRNGKey(0))
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
+
+  assert count(large) > 1.5 * count(target)
+
+
+# ------------------------------------------------------------------------------------------
+# Smoke test: `dspec exp model_garden --scale tiny --task dspec_lm_ptb` end to end.
+
+
+@pytest.fixture(scope="module")
+def ptb_garden_runs(tmp_path_factory):
+  """Runs root of one tiny PTB ladder and its three distillations (shared in this module)."""
+  return str(tmp_path_factory.mktemp("ptb_garden_runs"))
+
+
+@pytest.mark.slow  # ~2-3 min on a loaded 2-core machine: 3 SFT runs, 3 distillations, 48 decodes
+def test_tiny_ptb_model_garden_by_command(ptb_garden_runs, tmp_path, monkeypatch):
+  import json
+  import os
+
+  from dspec_cli.main import main
+  from experiments.pairs import ENV_RUNS
+
+  monkeypatch.setenv(ENV_RUNS, ptb_garden_runs)
+  out = tmp_path / "garden"
+  assert main(["exp", "model_garden", "--scale", "tiny", "--task", PTB, "--out", str(out)]) == 0
+  r = base.read_result(str(out))
+  assert r["config"]["task"] == PTB and "PTB for LM1B" in r["title"]
+  d = r["data"]
+  assert d["task"] == PTB and d["metric"] == "perplexity" and d["reference_tokens_score"] is None
+  assert d["num_params"][mg.L] > d["num_params"][mg.M]
+  assert d["paper_headline"]["value"] is None and "LM1B" in d["paper_headline"]["note"]
+  for tk in ("T=0", "T=1"):
+    pts = {p["label"]: p for p in d["by_temperature"][tk]["points"]}
+    # Perplexity of a model does not depend on the decoding temperature; SD has its target's.
+    assert pts["L"]["quality"] == d["by_temperature"]["T=0"]["points"][2]["quality"]
+    assert pts["SD(L, S)"]["quality"] == pts["L"]["quality"]
+    assert all(1.0 < p["quality"]["value"] < 1e4 for p in pts.values())
+  for f in r["findings"]:
+    assert f["verdict"] in base.VERDICTS and "BLEU" not in f["ours"] + f["why"]
+  assert os.path.getsize(out / mg.FIGURE) > 1000
+  # The ladder lives under the task's folder; the log holds one perplexity record per model.
+  assert os.path.isdir(os.path.join(ptb_garden_runs, "ptb", "target_large"))
+  with open(out / base.PARTIAL_FILE) as f:
+    keys = [json.loads(line).get("key") for line in f]
+  assert sorted(k for k in keys if k and k.startswith("nll|")) == sorted(
+    f"nll|{m}" for m in mg.MODELS
+  )
+
+
+def test_degenerate_quality_is_flagged():
+  # Exact match 0 for every model (an under-trained GSM garden): one value, no spread.
+  comp = _fake_comp(GOOD_QUALITY, _taus(3.0, 2.0), stats_of=lambda k: [[0.0]] * 24)
+  comp.update(kind="exact_match", task=GSM)
+  cfg = mg.Config(scale="tiny", gammas=(3, 5), bootstrap=300, task=GSM)
+  an = mg.analyse(cfg, comp)
+  f = {x["item"]: x for x in mg._findings(cfg, comp, an)}
+  ladder = f["The ladder: three sizes, cost and quality growing with size"]
+  assert ladder["verdict"] == "inconsistent" and "degenerate at T=0, T=1" in ladder["why"]
+  assert "exact match 0" in ladder["why"]
+  good = mg._findings(
+    CFG,
+    _fake_comp(GOOD_QUALITY, _taus(3.0, 2.0)),
+    mg.analyse(CFG, _fake_comp(GOOD_QUALITY, _taus(3.0, 2.0))),
+  )
+  assert "degenerate" not in good[0]["why"]
