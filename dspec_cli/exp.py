@@ -8,7 +8,7 @@
 is the scale whose results are committed under ``experiments/results/NAME``;
 ``paper`` is the paper's configuration, for accelerators.
 
-``--task`` (speedup_table, kd_algorithms, recipe_grid): another task than En-De
+``--task`` (speedup_table, kd_algorithms, recipe_grid, model_garden): another task than En-De
 (dspec_lm_ptb for LM1B, dspec_summarize_debian for XSum, dspec_math_gsm for
 GSM8K), each with its own smaller pair (experiments.pairs.TASK_SCALES); the
 committed results live in experiments/results/NAME/<ptb|debian|gsm>.
@@ -37,8 +37,8 @@ def add_parser(subparsers) -> None:
   e.add_argument(
     "--task",
     default=None,
-    help="speedup_table, kd_algorithms, recipe_grid: the task of the shared pair (default"
-    " dspec_translate_en_de; dspec_lm_ptb, dspec_summarize_debian, dspec_math_gsm)",
+    help="speedup_table, kd_algorithms, recipe_grid, model_garden: the task of the shared pair"
+    " (default dspec_translate_en_de; dspec_lm_ptb, dspec_summarize_debian, dspec_math_gsm)",
   )
   e.add_argument(
     "--results",
