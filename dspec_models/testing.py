@@ -82,3 +82,28 @@ def next_token_table(config: ModelConfig, params: Any, prefixes: Sequence[tuple]
 def table_fn(table: dict[tuple, np.ndarray]) -> Callable[[tuple], np.ndarray]:
   """A ``prefix -> distribution`` function over a table (KeyError if missing)."""
   return lambda prefix: table[tuple(int(t) for t in prefix)]
+
+
+def train_tiny_sft_pair(root: Any, task: str, model_overrides: tuple, **options: Any
+                        ) -> tuple[str, str]:
+  """``(teacher_run, student_run)``: two one-step SFT runs of ``task`` under ``root``.
+
+  The teacher (seed 0) and the student (seed 1) share the ``draft`` config with
+  ``model_overrides``, 4-row batches on the first 8 training examples and no
+  evaluations; ``options`` overrides or adds :class:`dspec_models.options.SFTOptions`
+  fields (e.g. ``max_target_len``).  What a distillation test needs as its pair.
+  """
+  from pathlib import Path
+
+  from dspec_models.training.sft import SFTOptions, train_sft
+
+  common = dict(task=task, model="draft", steps=1, batch_size=4, train_limit=8, eval_examples=4,
+                score_examples=0, evaluate=False, model_overrides=tuple(model_overrides),
+                progress=False)
+  common.update(options)
+  runs = []
+  for name, seed in (("teacher", 0), ("student", 1)):
+    run_dir = str(Path(root) / name)
+    train_sft(SFTOptions(run_dir=run_dir, seed=seed, **common))
+    runs.append(run_dir)
+  return runs[0], runs[1]

@@ -170,23 +170,9 @@ def test_run_on_ptb_records_its_prompts_and_refuses_others(tmp_path):
     pytest.skip(f"corpus of {task} not installed: run `bash scripts/install_corpora.sh`")
   from dspec_models.distill.train import remeasure_before_after, train_distill
   from dspec_models.options import DistillOptions
-  from dspec_models.training.sft import SFTOptions, train_sft
+  from dspec_models.testing import train_tiny_sft_pair
 
-  common = dict(
-    task=task,
-    model="draft",
-    steps=1,
-    batch_size=4,
-    train_limit=8,
-    eval_examples=4,
-    score_examples=0,
-    evaluate=False,
-    model_overrides=LM_TINY,
-    progress=False,
-    max_target_len=10,
-  )
-  train_sft(SFTOptions(run_dir=str(tmp_path / "teacher"), seed=0, **common))
-  train_sft(SFTOptions(run_dir=str(tmp_path / "student"), seed=1, **common))
+  train_tiny_sft_pair(tmp_path, task, LM_TINY, max_target_len=10)
   opts = DistillOptions(
     run_dir=str(tmp_path / "run"),
     teacher_run=str(tmp_path / "teacher"),

@@ -248,24 +248,9 @@ def test_run_records_the_temperature_and_refuses_another(tmp_path):
     pytest.skip(f"corpus of {TASK} not installed: run `bash scripts/install_corpora.sh`")
   from dspec_models.distill.train import train_distill
   from dspec_models.training import read_config
-  from dspec_models.training.sft import SFTOptions, train_sft
+  from dspec_models.testing import train_tiny_sft_pair
 
-  common = dict(
-    task=TASK,
-    model="draft",
-    steps=1,
-    batch_size=4,
-    train_limit=8,
-    eval_examples=4,
-    score_examples=0,
-    evaluate=False,
-    model_overrides=TINY,
-    progress=False,
-    max_input_len=8,
-    max_target_len=6,
-  )
-  train_sft(SFTOptions(run_dir=str(tmp_path / "teacher"), seed=0, **common))
-  train_sft(SFTOptions(run_dir=str(tmp_path / "student"), seed=1, **common))
+  train_tiny_sft_pair(tmp_path, TASK, TINY, max_input_len=8, max_target_len=6)
   out = tmp_path / "run"
   argv = [
     "distill",
