@@ -22,7 +22,7 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/dspec demo --out results/demo
 
-# The whole suite (what CI runs): about 21 min on 2 cores (1,019 tests), slow tests included.
+# The whole suite (what CI runs): about 27 min on 2 cores (1,055 tests), slow tests included.
 test: setup
 	$(BIN)/python -m pytest -q -n 2
 
