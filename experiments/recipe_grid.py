@@ -763,22 +763,7 @@ def draft_score_stats(
         continue
       if kind == "perplexity":
         if references is None:
-          from dspec_models.measure.examples import heldout_examples
-
-          held = heldout_examples(
-            task,
-            settings.split,
-            settings.num_examples,
-            max_input_len=int(tcfg.get("max_input_len") or 0),
-            max_target_len=int(tcfg["max_target_len"]),
-            vocab=tcfg["vocab"],
-          )
-          references = held.references
-          if references.shape[0] < settings.num_examples:
-            raise ValueError(
-              f"num_examples={settings.num_examples} but the {settings.split} split has only"
-              f" {references.shape[0]} examples"
-            )
+          references = remeasure.heldout_split(teacher_run, settings).references
         rows = reference_nll_stats((d_cfg, d_params), references, settings.chunk).tolist()
         stats = {f"T{float(t):g}": rows for t in settings.temperatures}
       else:

@@ -173,8 +173,10 @@ def measure_records(
   return out
 
 
-def heldout_inputs(teacher_run: Any, settings: Settings) -> np.ndarray:
-  """The first ``settings.num_examples`` inputs of ``settings.split``, tokenized as ``dspec sd`` does."""
+def heldout_split(teacher_run: Any, settings: Settings):
+  """The first ``settings.num_examples`` examples of ``settings.split``, tokenized as ``dspec sd``
+  does (:class:`dspec_models.measure.examples.HeldOut`: inputs or LM prompts, and references);
+  a ValueError naming ``num_examples`` when the split is smaller."""
   from dspec_models.measure.examples import heldout_examples
   from dspec_models.training.rundir import read_config
 
@@ -192,7 +194,12 @@ def heldout_inputs(teacher_run: Any, settings: Settings) -> np.ndarray:
       f"num_examples={settings.num_examples} but the {settings.split} split has only "
       f"{held.inputs.shape[0]} examples"
     )
-  return held.inputs
+  return held
+
+
+def heldout_inputs(teacher_run: Any, settings: Settings) -> np.ndarray:
+  """The inputs of :func:`heldout_split`."""
+  return heldout_split(teacher_run, settings).inputs
 
 
 def preset_drafts(runs: Mapping[str, Any]) -> dict[str, tuple[str, Optional[int]]]:
