@@ -427,19 +427,13 @@ def quality_gain(kind: str, full_a: float, full_b: float, boot_a, boot_b) -> dic
     >>> d["value"], d["lo"] > 0
     (3.0, True)
   """
-  from experiments.recipe_grid import oriented
+  from experiments.recipe_grid import oriented, score_contrast
 
-  diff = np.asarray(
-    oriented(kind, np.asarray(boot_b, np.float64)) - oriented(kind, np.asarray(boot_a, np.float64)),
-    np.float64,
-  )
-  lo, hi = np.percentile(diff, [2.5, 97.5])
-  return {
-    "value": float(oriented(kind, float(full_b)) - oriented(kind, float(full_a))),
-    "se": float(diff.std(ddof=1)) if diff.size > 1 else None,
-    "lo": float(lo),
-    "hi": float(hi),
-  }
+  # The two-point contrast b - a of the grid's paired-bootstrap difference, on oriented scores.
+  boot = {"a": oriented(kind, np.asarray(boot_a, np.float64)),
+          "b": oriented(kind, np.asarray(boot_b, np.float64))}
+  full = {"a": oriented(kind, float(full_a)), "b": oriented(kind, float(full_b))}
+  return score_contrast(boot, full, {"b": 1.0, "a": -1.0})
 
 
 def paired_quality_difference(kind: str, stats_a, stats_b, idx: np.ndarray) -> dict:
