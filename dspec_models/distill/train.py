@@ -379,7 +379,7 @@ def remeasure_before_after(run_dir: Path | str, *, num_examples: int = 256, seed
   ``LM_PROMPT_LEN``).  Returns ``{"before": ..., "after": ..., "num_examples",
   "lm_prompt_len", ...}``.
   """
-  from dspec_models.distill.evaluation import alignment_metrics, evaluation_inputs
+  from dspec_models.distill.evaluation import alignment_metrics
 
   config = rundir.read_config(run_dir)
   t_cfg, t_params, _ = rundir.load_model(config["teacher"]["run_dir"])
@@ -393,12 +393,12 @@ def remeasure_before_after(run_dir: Path | str, *, num_examples: int = 256, seed
     lm_prompt_len = config.get("eval_lm_prompt_len") or LM_PROMPT_LEN
   key = jax.random.PRNGKey(seed + 2_000_003)
   out = {"run_dir": str(run_dir), "recipe": config.get("recipe"), "split": split,
-         "num_examples": heldout.num_examples, "step": extra["step"],
-         "lm_prompt_len": evaluation_inputs(heldout, lm_prompt_len)[1]}
+         "num_examples": heldout.num_examples, "step": extra["step"]}
   for name, cfg, params in (("before", s0_cfg, s0_params), ("after", s1_cfg, s1_params)):
     out[name] = alignment_metrics((t_cfg, t_params), (cfg, params), heldout, key,
                                   divergence=config["recipe"]["divergence"], gammas=gammas,
                                   temperatures=temperatures,
                                   max_new_tokens=int(config["max_target_len"]),
                                   lm_prompt_len=lm_prompt_len)
+  out["lm_prompt_len"] = out["after"]["lm_prompt_len"]  # what the measurements used
   return out
